@@ -1,0 +1,3 @@
+from treesurv.cli import app
+
+app(prog_name="treesurv")

@@ -1,0 +1,233 @@
+"""Batch scoring of CSV or Parquet files, streamed in chunks with bounded memory.
+
+The output keeps every input column, in order, and adds `death_probability`,
+`predicted_event` and `model_version`. With `on_error="fail"` nothing is written
+unless every row is valid; with `"skip"` the valid rows are scored and the
+rejected ones go to `<output>.rejects.csv` with their line numbers and reasons.
+Everything is written to a temporary file first and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from treesurv import data, schema
+from treesurv.bundle import Bundle
+from treesurv.predictor import CompiledModel
+
+OnError = Literal["fail", "skip"]
+OUTPUT_COLUMNS = ("death_probability", "predicted_event", "model_version")
+MAX_REPORTED = 1000
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+class BatchError(Exception):
+    """Scoring stopped; nothing was written (the message says why)."""
+
+    def __init__(self, message: str, result: BatchResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class BatchResult:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    issues: list[data.RowIssue] = field(default_factory=list)
+    issue_count: int = 0
+    output: Path | None = None
+    rejects: Path | None = None
+
+    def note(self, issues: list[data.RowIssue]) -> None:
+        self.issue_count += len(issues)
+        room = MAX_REPORTED - len(self.issues)
+        if room > 0:
+            self.issues.extend(issues[:room])
+
+
+def rejects_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.rejects.csv")
+
+
+def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Iterator[pd.DataFrame]:
+    """Chunks of the raw input; CSV cells stay text so bad values can be reported."""
+    if data.is_parquet(path):
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise data.DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            on_bytes(batch.num_rows)
+            yield batch.to_pandas()
+        return
+    data.sniff_text(path)
+    with path.open("rb") as fh:
+        try:
+            reader = pd.read_csv(fh, dtype=str, keep_default_na=False, na_values=data.NA_VALUES,
+                                 chunksize=chunk_rows)
+            last = 0
+            for chunk in reader:
+                pos = fh.tell()
+                on_bytes(pos - last)
+                last = pos
+                yield chunk
+        except pd.errors.EmptyDataError:
+            raise data.DataFileError(f"{path}: the file is empty") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise data.DataFileError(f"{path}: not a valid CSV file ({data.first_line(exc)})") from None
+
+
+def input_size(path: Path) -> int:
+    """Progress total: rows for Parquet (known from metadata), bytes for CSV."""
+    if data.is_parquet(path):
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:
+            return 0
+    return path.stat().st_size
+
+
+def _scored(chunk: pd.DataFrame, proba: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+    out = chunk.drop(columns=[c for c in OUTPUT_COLUMNS if c in chunk.columns])
+    out["death_probability"] = proba
+    out["predicted_event"] = (proba >= threshold).astype(np.int8)
+    out["model_version"] = version
+    return out
+
+
+class _Writer:
+    """Appends scored chunks to a temporary file in the output's format."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._parquet: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._header = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if data.is_parquet(self.path):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                # A column empty in the first chunk must still take text later.
+                self._schema = pa.schema(
+                    [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                     for f in table.schema]
+                ).remove_metadata()
+                table = table.cast(self._schema)
+                self._parquet = pq.ParquetWriter(self.tmp, self._schema)
+            else:
+                assert self._schema is not None
+                table = table.cast(self._schema)
+            self._parquet.write_table(table)
+        else:
+            frame.to_csv(self.tmp, mode="w" if self._header else "a", header=self._header,
+                         index=False)
+            self._header = False
+
+    def commit(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._header:  # no rows at all: still write the header-only file
+            pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(self.tmp, index=False)
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def score_file(
+    source: Path,
+    output: Path,
+    bundle: Bundle,
+    compiled: CompiledModel,
+    *,
+    on_error: OnError = "fail",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Callable[[int], None] = lambda n: None,
+) -> BatchResult:
+    if source.resolve() == output.resolve():
+        raise BatchError("the output would overwrite the input; choose another path")
+    result = BatchResult(output=output)
+    writer = _Writer(output)
+    rejects = _Writer(rejects_path(output)) if on_error == "skip" else None
+    features = list(compiled.features)
+    line = 2  # first data line of a CSV (the header is line 1)
+    try:
+        for chunk in _chunks(source, chunk_rows, progress):
+            if result.rows == 0:
+                missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
+                if missing:
+                    raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
+            chunk = chunk.reset_index(drop=True)
+            clean, report = data.validate(chunk, str(source), data.SCORING)
+            issues = [_shift(i, line - 2) for i in report.issues]
+            result.rows += len(chunk)
+            if issues:
+                result.note(issues)
+                bad = sorted({i.line - line for i in issues if i.line is not None})
+                if on_error == "skip" and rejects is not None:
+                    rej = chunk.iloc[bad].copy()
+                    reasons = _reasons(issues)
+                    rej.insert(0, "line", [line + b for b in bad])
+                    rej["reasons"] = [reasons[line + b] for b in bad]
+                    rejects.write(rej)
+                    result.rejected += len(bad)
+            line += len(chunk)
+            if result.issue_count and on_error == "fail":
+                continue  # keep validating to report every bad row, write nothing
+            keep = chunk.iloc[clean.index.to_numpy()] if issues else chunk
+            if len(keep):
+                proba = compiled.proba_columns(clean[features])
+                writer.write(_scored(keep, proba, bundle.threshold,
+                                     bundle.version))
+                result.scored += len(keep)
+        if result.issue_count and on_error == "fail":
+            raise BatchError(f"{source}: {result.issue_count} problem(s); nothing was written",
+                             result)
+        writer.commit()
+        if rejects is not None:
+            if result.rejected:
+                rejects.commit()
+                result.rejects = rejects.path
+            else:
+                rejects.abort()
+    except BaseException:
+        writer.abort()
+        if rejects is not None:
+            rejects.abort()
+        raise
+    return result
+
+
+def _shift(issue: data.RowIssue, offset: int) -> data.RowIssue:
+    if issue.line is None:
+        return issue
+    return data.RowIssue(issue.line + offset, issue.column, issue.value, issue.rule)
+
+
+def _reasons(issues: list[data.RowIssue]) -> dict[int, str]:
+    out: dict[int, list[str]] = {}
+    for i in issues:
+        if i.line is not None:
+            out.setdefault(i.line, []).append(f"{i.column}={i.value}: {i.rule}")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def describe(result: BatchResult) -> dict[str, Any]:
+    return {"rows": result.rows, "scored": result.scored, "rejected": result.rejected,
+            "problems": result.issue_count,
+            "output": str(result.output) if result.output else None,
+            "rejects": str(result.rejects) if result.rejects else None}

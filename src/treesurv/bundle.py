@@ -1,0 +1,232 @@
+"""The model bundle: a directory that is either complete and verified, or refused.
+
+Layout: `manifest.json` plus the files it lists (compiled predictor, the sklearn
+pipeline as skops, the model card, the reference profile). The manifest records
+the sha256 of every file and a digest of its own content; loading reads every
+file into memory once, checks it against the manifest and only then parses it,
+so a bundle swapped or edited while being read can never be half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from treesurv import predictor
+
+MANIFEST = "manifest.json"
+FORMAT = "treesurv-bundle/1"
+REQUIRED_FILES = (predictor.SPEC_FILE, predictor.ARRAYS_FILE, "model_card.md")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+MAX_FILE_BYTES = 512 * 1024 * 1024
+LIBRARIES = ("numpy", "scikit-learn", "numba", "skops", "pandas", "treesurv")
+
+
+class BundleError(Exception):
+    """The bundle is missing, incomplete or does not match its manifest."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
+    """The commit the bundle was built from (None outside a git checkout)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=cwd, capture_output=True, text=True, check=True,
+                                    timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, its files held in memory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    files: dict[str, bytes]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["decision_threshold"])
+
+    @property
+    def card(self) -> str:
+        return self.files["model_card.md"].decode()
+
+    def json_file(self, name: str) -> Any:
+        return json.loads(self.files[name])
+
+    def compiled(self) -> predictor.CompiledModel:
+        """The compiled predictor, parsed from the verified bytes."""
+        return predictor.loads(self.files[predictor.SPEC_FILE], self.files[predictor.ARRAYS_FILE])
+
+
+def write_bundle(
+    directory: Path,
+    files: Mapping[str, bytes],
+    *,
+    name: str,
+    version: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write a bundle beside `directory`, then rename it into place.
+
+    A reader sees either the old complete bundle or the new complete one.
+    """
+    if not SEMVER.match(version):
+        raise BundleError(f"version {version!r} is not semantic (MAJOR.MINOR.PATCH)")
+    missing = [f for f in REQUIRED_FILES if f not in files]
+    if missing:
+        raise BundleError(f"bundle needs {', '.join(missing)}")
+    for fname in files:
+        if not SAFE_NAME.match(fname) or fname == MANIFEST:
+            raise BundleError(f"bad bundle file name {fname!r}")
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+        "libraries": library_versions(),
+        "files": {f: {"sha256": sha256(data), "bytes": len(data)} for f, data in sorted(files.items())},
+    }
+    manifest["digest"] = _digest(manifest)
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for fname, data in files.items():
+            (staging / fname).write_bytes(data)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for entry in staging.iterdir():
+            with entry.open("rb") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(staging, 0o755)
+        swap_into_place(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def swap_into_place(staging: Path, directory: Path) -> None:
+    """Replace `directory` by `staging` with renames only (no moment without a bundle
+    file set on disk other than between two renames)."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        directory.rename(old)
+    try:
+        staging.rename(directory)
+    except BaseException:
+        if old is not None:
+            old.rename(directory)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_bundle(directory: Path | str) -> Bundle:
+    """Read and verify a bundle; any mismatch raises BundleError naming the problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: no model bundle here (not a directory)")
+    try:
+        raw = (directory / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{directory}: no {MANIFEST}") from None
+    except OSError as exc:
+        raise BundleError(f"{directory}: cannot read {MANIFEST}: {exc.strerror}") from None
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BundleError(f"{directory}: {MANIFEST} is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{directory}: unsupported bundle format {_get(manifest, 'format')!r}")
+    if manifest.get("digest") != _digest(manifest):
+        raise BundleError(f"{directory}: {MANIFEST} was modified (its digest does not match)")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or any(not SAFE_NAME.match(str(f)) for f in listed):
+        raise BundleError(f"{directory}: {MANIFEST} has a malformed file list")
+    for required in REQUIRED_FILES:
+        if required not in listed:
+            raise BundleError(f"{directory}: {MANIFEST} does not list {required}")
+    present = {p.name for p in directory.iterdir() if p.name != MANIFEST}
+    unexpected = sorted(present - set(listed))
+    if unexpected:
+        raise BundleError(f"{directory}: unexpected file(s) not in the manifest: {', '.join(unexpected)}")
+    files: dict[str, bytes] = {}
+    for fname, meta in listed.items():
+        path = directory / fname
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise BundleError(f"{directory}: {fname} is larger than {MAX_FILE_BYTES} bytes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BundleError(f"{directory}: {fname} is missing") from None
+        except OSError as exc:
+            raise BundleError(f"{directory}: cannot read {fname}: {exc.strerror}") from None
+        found = sha256(data)
+        if found != meta.get("sha256"):
+            raise BundleError(f"{directory}: {fname} does not match its sha256 in the manifest "
+                              f"(expected {str(meta.get('sha256'))[:12]}…, found {found[:12]}…)")
+        files[fname] = data
+    return Bundle(directory, manifest, files)
+
+
+def load_verified(directory: Path | str) -> tuple[Bundle, predictor.CompiledModel]:
+    """Read, verify and parse: what the service and batch scoring use."""
+    bundle = read_bundle(directory)
+    try:
+        compiled = bundle.compiled()
+    except predictor.PredictorError as exc:
+        raise BundleError(f"{directory}: compiled model is invalid: {exc}") from None
+    return bundle, compiled
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None

@@ -1,0 +1,66 @@
+"""Paths and parameters: one place for both.
+
+The pipeline's paths live in the `paths` section of params.yaml, which dvc.yaml
+templates into its stages; `DEFAULT_PATHS` mirrors them for commands run by hand
+(a test keeps the two equal). Reading params.yaml happens only when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+MODEL_NAME = "tree-survival"
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw: Path = Path("data/raw/Tree_Data.csv")
+    validated: Path = Path("data/interim/validated.parquet")
+    validation_report: Path = Path("reports/validation.json")
+    train: Path = Path("data/processed/train.parquet")
+    test: Path = Path("data/processed/test.parquet")
+    profile: Path = Path("data/processed/reference_profile.json")
+    model: Path = Path("models/model.skops")
+    train_report: Path = Path("models/train_report.json")
+    oof: Path = Path("models/oof.parquet")
+    metrics: Path = Path("metrics.json")
+    plots: Path = Path("plots")
+    card: Path = Path("reports/model_card.md")
+    bundle: Path = Path(f"models/{MODEL_NAME}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Paths:
+        given = params.get("paths", {})
+        return cls(**{f.name: Path(given[f.name]) for f in fields(cls) if f.name in given})
+
+
+DEFAULT_PATHS = Paths()
+
+
+class ParamsError(Exception):
+    pass
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such parameters file") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameters")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise ParamsError(f"params: missing section {name!r}")
+    return value
