@@ -73,8 +73,9 @@ def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Ite
     data.sniff_text(path)
     with path.open("rb") as fh:
         try:
-            reader = pd.read_csv(fh, dtype=str, keep_default_na=False, na_values=data.NA_VALUES,
-                                 chunksize=chunk_rows)
+            # Cells are kept exactly as written ("NA" stays "NA" in a CSV output);
+            # missing-value tokens are recognised only for validation and scoring.
+            reader = pd.read_csv(fh, dtype=str, na_filter=False, chunksize=chunk_rows)
             last = 0
             for chunk in reader:
                 pos = fh.tell()
@@ -84,7 +85,9 @@ def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Ite
         except pd.errors.EmptyDataError:
             raise data.DataFileError(f"{path}: the file is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise data.DataFileError(f"{path}: not a valid CSV file ({data.first_line(exc)})") from None
+            raise data.DataFileError(
+                f"{path}: not a valid CSV file ({data.first_line(exc)})"
+            ) from None
 
 
 def input_size(path: Path) -> int:
@@ -121,8 +124,10 @@ class _Writer:
             if self._parquet is None:
                 # A column empty in the first chunk must still take text later.
                 self._schema = pa.schema(
-                    [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                     for f in table.schema]
+                    [
+                        f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                        for f in table.schema
+                    ]
                 ).remove_metadata()
                 table = table.cast(self._schema)
                 self._parquet = pq.ParquetWriter(self.tmp, self._schema)
@@ -131,8 +136,9 @@ class _Writer:
                 table = table.cast(self._schema)
             self._parquet.write_table(table)
         else:
-            frame.to_csv(self.tmp, mode="w" if self._header else "a", header=self._header,
-                         index=False)
+            frame.to_csv(
+                self.tmp, mode="w" if self._header else "a", header=self._header, index=False
+            )
             self._header = False
 
     def commit(self) -> None:
@@ -172,7 +178,8 @@ def score_file(
                 if missing:
                     raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
             chunk = chunk.reset_index(drop=True)
-            clean, report = data.validate(chunk, str(source), data.SCORING)
+            parsed = chunk if data.is_parquet(source) else chunk.mask(chunk.isin(data.NA_VALUES))
+            clean, report = data.validate(parsed, str(source), data.SCORING)
             issues = [_shift(i, line - 2) for i in report.issues]
             result.rows += len(chunk)
             if issues:
@@ -188,15 +195,20 @@ def score_file(
             line += len(chunk)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
-            keep = chunk.iloc[clean.index.to_numpy()] if issues else chunk
+            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+            base = parsed if text_to_parquet else chunk
+            keep = base.iloc[clean.index.to_numpy()] if issues else base
+            if text_to_parquet:
+                # Parquet has types: the model's numeric inputs go out as numbers.
+                keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
             if len(keep):
                 proba = compiled.proba_columns(clean[features])
-                writer.write(_scored(keep, proba, bundle.threshold,
-                                     bundle.version))
+                writer.write(_scored(keep, proba, bundle.threshold, bundle.version))
                 result.scored += len(keep)
         if result.issue_count and on_error == "fail":
-            raise BatchError(f"{source}: {result.issue_count} problem(s); nothing was written",
-                             result)
+            raise BatchError(
+                f"{source}: {result.issue_count} problem(s); nothing was written", result
+            )
         writer.commit()
         if rejects is not None:
             if result.rejected:
@@ -227,7 +239,11 @@ def _reasons(issues: list[data.RowIssue]) -> dict[int, str]:
 
 
 def describe(result: BatchResult) -> dict[str, Any]:
-    return {"rows": result.rows, "scored": result.scored, "rejected": result.rejected,
-            "problems": result.issue_count,
-            "output": str(result.output) if result.output else None,
-            "rejects": str(result.rejects) if result.rejects else None}
+    return {
+        "rows": result.rows,
+        "scored": result.scored,
+        "rejected": result.rejected,
+        "problems": result.issue_count,
+        "output": str(result.output) if result.output else None,
+        "rejects": str(result.rejects) if result.rejects else None,
+    }

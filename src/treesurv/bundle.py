@@ -61,11 +61,24 @@ def library_versions() -> dict[str, str]:
 def git_state(cwd: Path | None = None) -> dict[str, Any]:
     """The commit the bundle was built from (None outside a git checkout)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=cwd, capture_output=True, text=True, check=True,
-                                    timeout=10).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -130,7 +143,9 @@ def write_bundle(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
         "libraries": library_versions(),
-        "files": {f: {"sha256": sha256(data), "bytes": len(data)} for f, data in sorted(files.items())},
+        "files": {
+            f: {"sha256": sha256(data), "bytes": len(data)} for f, data in sorted(files.items())
+        },
     }
     manifest["digest"] = _digest(manifest)
     directory = Path(directory)
@@ -143,7 +158,8 @@ def write_bundle(
         for entry in staging.iterdir():
             with entry.open("rb") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(staging, 0o755)
+        # mkdtemp makes 0700; a bundle is read by the service's own user and others.
+        os.chmod(staging, 0o755)  # noqa: S103
         swap_into_place(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -198,7 +214,9 @@ def read_bundle(directory: Path | str) -> Bundle:
     present = {p.name for p in directory.iterdir() if p.name != MANIFEST}
     unexpected = sorted(present - set(listed))
     if unexpected:
-        raise BundleError(f"{directory}: unexpected file(s) not in the manifest: {', '.join(unexpected)}")
+        raise BundleError(
+            f"{directory}: unexpected file(s) not in the manifest: {', '.join(unexpected)}"
+        )
     files: dict[str, bytes] = {}
     for fname, meta in listed.items():
         path = directory / fname
@@ -212,8 +230,10 @@ def read_bundle(directory: Path | str) -> Bundle:
             raise BundleError(f"{directory}: cannot read {fname}: {exc.strerror}") from None
         found = sha256(data)
         if found != meta.get("sha256"):
-            raise BundleError(f"{directory}: {fname} does not match its sha256 in the manifest "
-                              f"(expected {str(meta.get('sha256'))[:12]}…, found {found[:12]}…)")
+            raise BundleError(
+                f"{directory}: {fname} does not match its sha256 in the manifest "
+                f"(expected {str(meta.get('sha256'))[:12]}…, found {found[:12]}…)"
+            )
         files[fname] = data
     return Bundle(directory, manifest, files)
 

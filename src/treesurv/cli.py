@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,17 +15,21 @@ from rich.table import Table
 
 from treesurv import __version__
 from treesurv import data as data_mod
-from treesurv.config import DEFAULT_PATHS, PARAMS_FILE, Paths, ParamsError, load_params
+from treesurv.config import DEFAULT_PATHS, PARAMS_FILE, ParamsError, Paths, load_params
 
-app = typer.Typer(help="treesurv: the tree-seedling mortality model, from data to service.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="treesurv: the tree-seedling mortality model, from data to service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Validate and manage the study data.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect and verify model bundles.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
-out = Console()
-err = Console(stderr=True)
+# Wide output when piped (CI logs, files), so report rows are never cut.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 log = logging.getLogger("treesurv")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file (params.yaml).")]
@@ -33,8 +38,11 @@ ModelOpt = Annotated[Path, typer.Option("--model", help="Model bundle directory.
 
 def _setup_logging(verbose: bool = False) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                            handlers=[RichHandler(console=err, show_path=False)])
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(message)s",
+            handlers=[RichHandler(console=err, show_path=False)],
+        )
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -70,8 +78,12 @@ def print_report(report: data_mod.ValidationReport, limit: int = 50) -> None:
         for col in ("line", "column", "value", "rule"):
             table.add_column(col, overflow="fold")
         for issue in report.issues[:limit]:
-            table.add_row("-" if issue.line is None else str(issue.line), issue.column,
-                          issue.value, issue.rule)
+            table.add_row(
+                "-" if issue.line is None else str(issue.line),
+                issue.column,
+                issue.value,
+                issue.rule,
+            )
         err.print(table)
         if len(report.issues) > limit:
             err.print(f"… and {len(report.issues) - limit} more (see the JSON report)")
@@ -84,8 +96,12 @@ def print_report(report: data_mod.ValidationReport, limit: int = 50) -> None:
 @data_app.command("validate")
 def data_validate(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file in the study's format.")],
-    out_path: Annotated[Path | None, typer.Option("--out", help="Write the valid rows here.")] = None,
-    report_path: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the valid rows here.")
+    ] = None,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Write the JSON report here.")
+    ] = None,
     scoring: Annotated[bool, typer.Option(help="Scoring input: no id or target required.")] = False,
 ) -> None:
     """Check a data file against the schema; exit 1 when it is unusable."""
@@ -140,8 +156,14 @@ def evaluate(params_path: ParamsOpt = PARAMS_FILE) -> None:
         raise fail(str(exc)) from None
     for split in ("cv", "cv_group", "test"):
         m = metrics[split]
-        log.info("%-8s ROC AUC %.4f  Brier %.4f  accuracy %.4f  ECE %.4f", split, m["roc_auc"],
-                 m["brier"], m["accuracy"], m["ece"])
+        log.info(
+            "%-8s ROC AUC %.4f  Brier %.4f  accuracy %.4f  ECE %.4f",
+            split,
+            m["roc_auc"],
+            m["brier"],
+            m["accuracy"],
+            m["ece"],
+        )
 
 
 @app.command()
@@ -169,8 +191,12 @@ def predict(
     source: Annotated[Path, typer.Argument(help="CSV or Parquet input (by extension).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV or Parquet output.")],
     model: ModelOpt = DEFAULT_PATHS.bundle,
-    on_error: Annotated[str, typer.Option(help="fail: write nothing if any row is bad; "
-                                               "skip: score the good rows, list the rest.")] = "fail",
+    on_error: Annotated[
+        str,
+        typer.Option(
+            help="fail: write nothing if any row is bad; skip: score the good rows, list the rest."
+        ),
+    ] = "fail",
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -188,14 +214,26 @@ def predict(
     except BundleError as exc:
         raise fail(str(exc)) from None
     total = batch.input_size(source) if source.exists() else 0
-    with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    ) as bar:
         task = bar.add_task("score", total=total or None)
         try:
-            result = batch.score_file(source, output, bundle, compiled,
-                                      on_error=on_error,  # type: ignore[arg-type]
-                                      chunk_rows=chunk_rows,
-                                      progress=lambda n: bar.advance(task, n))
+            result = batch.score_file(
+                source,
+                output,
+                bundle,
+                compiled,
+                on_error=on_error,  # type: ignore[arg-type]
+                chunk_rows=chunk_rows,
+                progress=lambda n: bar.advance(task, n),
+            )
         except batch.BatchError as exc:
             bar.stop()
             if exc.result is not None:
@@ -208,9 +246,12 @@ def predict(
     if result.issues:
         _print_issues(result)
     summary = batch.describe(result)
-    err.print(f"scored {result.scored} of {result.rows} rows with model {bundle.version} "
-              f"-> {output}" + (f"; {result.rejected} rejected -> {result.rejects}"
-                                if result.rejected else ""), highlight=False)
+    err.print(
+        f"scored {result.scored} of {result.rows} rows with model {bundle.version} "
+        f"-> {output}"
+        + (f"; {result.rejected} rejected -> {result.rejects}" if result.rejected else ""),
+        highlight=False,
+    )
     log.debug(json.dumps(summary))
 
 

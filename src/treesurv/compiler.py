@@ -45,9 +45,9 @@ class _Arrays:
         """Concatenate trees into flat arrays with global node indices."""
         key = self.key("trees")
         offset = 0
-        parts: dict[str, list[np.ndarray]] = {f: [] for f in
-                                              ("feature", "threshold", "left", "right",
-                                               "value", "missing_left")}
+        parts: dict[str, list[np.ndarray]] = {
+            f: [] for f in ("feature", "threshold", "left", "right", "value", "missing_left")
+        }
         roots = []
         for tree in trees:
             roots.append(offset)
@@ -80,8 +80,14 @@ def _sk_tree(tree: Any, value: np.ndarray) -> dict[str, np.ndarray]:
     left = np.where(t.children_left == TREE_LEAF, -1, t.children_left)
     right = np.where(t.children_right == TREE_LEAF, -1, t.children_right)
     missing = getattr(t, "missing_go_to_left", np.zeros(t.node_count, np.uint8))
-    return {"feature": t.feature, "threshold": t.threshold, "left": left, "right": right,
-            "value": value, "missing_left": np.asarray(missing, dtype=bool)}
+    return {
+        "feature": t.feature,
+        "threshold": t.threshold,
+        "left": left,
+        "right": right,
+        "value": value,
+        "missing_left": np.asarray(missing, dtype=bool),
+    }
 
 
 def _forest(est: Any, arrays: _Arrays) -> dict[str, Any]:
@@ -100,45 +106,68 @@ def _gboost(est: GradientBoostingClassifier, arrays: _Arrays) -> dict[str, Any]:
     _check_binary(est)
     if est.estimators_.shape[1] != 1:
         raise CompileError("GradientBoostingClassifier: only binary models are supported")
-    trees = [_sk_tree(stage[0], stage[0].tree_.value[:, 0, 0] * est.learning_rate)
-             for stage in est.estimators_]
+    trees = [
+        _sk_tree(stage[0], stage[0].tree_.value[:, 0, 0] * est.learning_rate)
+        for stage in est.estimators_
+    ]
     n_features = est.n_features_in_
     baseline = float(est._raw_predict_init(np.zeros((1, n_features), dtype=np.float32))[0, 0])
-    return {"kind": "boosting", "trees": arrays.add_trees(trees), "baseline": baseline,
-            "float32": True}
+    return {
+        "kind": "boosting",
+        "trees": arrays.add_trees(trees),
+        "baseline": baseline,
+        "float32": True,
+    }
 
 
 def _hgb(est: HistGradientBoostingClassifier, arrays: _Arrays) -> dict[str, Any]:
     _check_binary(est)
     if getattr(est, "_preprocessor", None) is not None:
-        raise CompileError("HistGradientBoostingClassifier: categorical preprocessing is not supported")
+        raise CompileError(
+            "HistGradientBoostingClassifier: categorical preprocessing is not supported"
+        )
     trees = []
     for stage in est._predictors:
         if len(stage) != 1:
             raise CompileError("HistGradientBoostingClassifier: only binary models are supported")
         nodes = stage[0].nodes
         if nodes["is_categorical"].any():
-            raise CompileError("HistGradientBoostingClassifier: categorical splits are not supported")
+            raise CompileError(
+                "HistGradientBoostingClassifier: categorical splits are not supported"
+            )
         leaf = nodes["is_leaf"].astype(bool)
-        trees.append({
-            "feature": nodes["feature_idx"].astype(np.int64),
-            "threshold": nodes["num_threshold"].astype(np.float64),
-            "left": np.where(leaf, -1, nodes["left"].astype(np.int64)),
-            "right": np.where(leaf, -1, nodes["right"].astype(np.int64)),
-            "value": nodes["value"].astype(np.float64),
-            "missing_left": nodes["missing_go_to_left"].astype(bool),
-        })
+        trees.append(
+            {
+                "feature": nodes["feature_idx"].astype(np.int64),
+                "threshold": nodes["num_threshold"].astype(np.float64),
+                "left": np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                "right": np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                "value": nodes["value"].astype(np.float64),
+                "missing_left": nodes["missing_go_to_left"].astype(bool),
+            }
+        )
     baseline = float(np.asarray(est._baseline_prediction).ravel()[0])
-    return {"kind": "boosting", "trees": arrays.add_trees(trees), "baseline": baseline,
-            "float32": False}
+    return {
+        "kind": "boosting",
+        "trees": arrays.add_trees(trees),
+        "baseline": baseline,
+        "float32": False,
+    }
 
 
-def _linear(est: LogisticRegression, arrays: _Arrays, scaler: StandardScaler | None) -> dict[str, Any]:
+def _linear(
+    est: LogisticRegression, arrays: _Arrays, scaler: StandardScaler | None
+) -> dict[str, Any]:
     _check_binary(est)
     coef_key = arrays.key("coef")
     arrays.arrays[coef_key] = np.asarray(est.coef_[0], dtype=float)
-    spec: dict[str, Any] = {"kind": "linear", "coef": coef_key,
-                            "intercept": float(est.intercept_[0]), "center": None, "scale": None}
+    spec: dict[str, Any] = {
+        "kind": "linear",
+        "coef": coef_key,
+        "intercept": float(est.intercept_[0]),
+        "center": None,
+        "scale": None,
+    }
     if scaler is not None:
         center = scaler.mean_ if scaler.with_mean else np.zeros(scaler.n_features_in_)
         scale = scaler.scale_ if scaler.with_std else np.ones(scaler.n_features_in_)
@@ -162,16 +191,32 @@ def _calibrated(est: CalibratedClassifierCV, arrays: _Arrays) -> dict[str, Any]:
         response = "raw" if _has_decision_function(cc.estimator) else "proba"
         cal = cc.calibrators[0]
         if cc.method == "sigmoid":
-            members.append({"kind": "calibrated", "method": "sigmoid", "response": response,
-                            "a": float(cal.a_), "b": float(cal.b_), "base": base})
+            members.append(
+                {
+                    "kind": "calibrated",
+                    "method": "sigmoid",
+                    "response": response,
+                    "a": float(cal.a_),
+                    "b": float(cal.b_),
+                    "base": base,
+                }
+            )
         elif cc.method == "isotonic":
             if cal.out_of_bounds != "clip":
                 raise CompileError("isotonic calibration must clip out-of-bounds scores")
             x, y = arrays.key("iso_x"), arrays.key("iso_y")
             arrays.arrays[x] = np.asarray(cal.X_thresholds_, dtype=float)
             arrays.arrays[y] = np.asarray(cal.y_thresholds_, dtype=float)
-            members.append({"kind": "calibrated", "method": "isotonic", "response": response,
-                            "x": x, "y": y, "base": base})
+            members.append(
+                {
+                    "kind": "calibrated",
+                    "method": "isotonic",
+                    "response": response,
+                    "x": x,
+                    "y": y,
+                    "base": base,
+                }
+            )
         else:
             raise CompileError(f"calibration method {cc.method!r} is not supported")
     if len(members) == 1:
@@ -182,8 +227,10 @@ def _calibrated(est: CalibratedClassifierCV, arrays: _Arrays) -> dict[str, Any]:
 def compile_estimator(est: Any, arrays: _Arrays) -> dict[str, Any]:
     if isinstance(est, Pipeline):
         steps = [s for _, s in est.steps if s not in (None, "passthrough")]
-        if len(steps) == 2 and isinstance(steps[0], StandardScaler) and isinstance(
-            steps[1], LogisticRegression
+        if (
+            len(steps) == 2
+            and isinstance(steps[0], StandardScaler)
+            and isinstance(steps[1], LogisticRegression)
         ):
             return _linear(steps[1], arrays, steps[0])
         if len(steps) == 1:
@@ -196,8 +243,11 @@ def compile_estimator(est: Any, arrays: _Arrays) -> dict[str, Any]:
             raise CompileError("VotingClassifier: only soft voting gives probabilities")
         _check_binary(est)
         weights = est.weights if est.weights is not None else [1.0] * len(est.estimators_)
-        return {"kind": "voting", "weights": [float(w) for w in weights],
-                "members": [compile_estimator(m, arrays) for m in est.estimators_]}
+        return {
+            "kind": "voting",
+            "weights": [float(w) for w in weights],
+            "members": [compile_estimator(m, arrays) for m in est.estimators_],
+        }
     if isinstance(est, (RandomForestClassifier, ExtraTreesClassifier)):
         return _forest(est, arrays)
     if isinstance(est, GradientBoostingClassifier):
@@ -209,7 +259,9 @@ def compile_estimator(est: Any, arrays: _Arrays) -> dict[str, Any]:
     raise CompileError(f"cannot compile {type(est).__name__}")
 
 
-def compile_model(encoder: EncoderParams, model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def compile_model(
+    encoder: EncoderParams, model: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Spec and arrays for `predictor.save`: the encoder and the fitted classifier."""
     arrays = _Arrays()
     spec = {

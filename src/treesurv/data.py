@@ -72,7 +72,9 @@ def read_table(path: Path | str, *, as_text: bool = True) -> pd.DataFrame:
         try:
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types; the reason is what matters
-            raise DataFileError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
+            raise DataFileError(
+                f"{path}: not a readable Parquet file ({first_line(exc)})"
+            ) from None
     sniff_text(path)
     try:
         frame = pd.read_csv(
@@ -341,7 +343,9 @@ def validate(
     missing = [c for c in required if c not in frame.columns]
     if missing:
         report.fatal = "missing required column(s): " + ", ".join(missing)
-        report.issues = [RowIssue(None, c, "(absent)", "required column is missing") for c in missing]
+        report.issues = [
+            RowIssue(None, c, "(absent)", "required column is missing") for c in missing
+        ]
         return frame.iloc[0:0], report
     if len(frame) == 0:
         report.fatal = "the file has no data rows"
@@ -352,7 +356,11 @@ def validate(
     seen: set[tuple[int, str]] = set()
 
     def add(index: Any, column: str, value: Any, check: str, message: str | None = None) -> None:
-        idx = None if index is None or (isinstance(index, float) and math.isnan(index)) else int(index)
+        idx = (
+            None
+            if index is None or (isinstance(index, float) and math.isnan(index))
+            else int(index)
+        )
         if idx is not None:
             if (idx, column) in seen:
                 return
@@ -362,9 +370,9 @@ def validate(
 
     # Pass 1: does every cell parse as its type?
     types = _failures(frame, _type_schema(options))
-    for row in types.itertuples(index=False):
-        if str(row.check).startswith("coerce_dtype"):
-            add(row.index, str(row.column), row.failure_case, str(row.check))
+    for case in types.to_dict("records"):
+        if str(case["check"]).startswith("coerce_dtype"):
+            add(case["index"], str(case["column"]), case["failure_case"], str(case["check"]))
     typed = coerce(frame, options)
 
     # An empty target is a row the study never resolved: drop it, with a note.
@@ -372,31 +380,30 @@ def validate(
         empty_target = frame[schema.TARGET].isna()
         if empty_target.any():
             lines = ", ".join(str(i + 2) for i in np.flatnonzero(empty_target.to_numpy()))
-            report.notes.append(f"dropped {int(empty_target.sum())} row(s) with an empty target "
-                                f"(line {lines})")
+            report.notes.append(
+                f"dropped {int(empty_target.sum())} row(s) with an empty target (line {lines})"
+            )
             log.info("%s: %s", source, report.notes[-1])
             typed = typed[~empty_target]
 
     # Pass 2: values, uniqueness and cross-field rules on the typed rows.
     values = _failures(typed, _value_schema(options))
     rules = {r.name: r for r in schema.RULES}
-    for row in values.itertuples(index=False):
-        check, column = str(row.check), str(row.column)
-        if row.index is None or (isinstance(row.index, float) and math.isnan(row.index)):
+    for case in values.to_dict("records"):
+        check, column, index = str(case["check"]), str(case["column"]), case["index"]
+        if index is None or (isinstance(index, float) and math.isnan(index)):
             continue
         if check.startswith("dtype("):
             continue  # reported by pass 1
         if check in rules or check in {r.message for r in schema.RULES}:
             rule = rules.get(check) or next(r for r in schema.RULES if r.message == check)
-            vals = ", ".join(
-                f"{c}={_fmt(frame.at[int(row.index), c])}" for c in rule.columns
-            )
-            add(row.index, "+".join(rule.columns), vals, check, rule.message)
+            vals = ", ".join(f"{c}={_fmt(frame.at[int(index), c])}" for c in rule.columns)
+            add(index, "+".join(rule.columns), vals, check, rule.message)
             continue
-        if check == "not_nullable" and (int(row.index), column) in seen:
+        if check == "not_nullable" and (int(index), column) in seen:
             continue  # an unparseable cell became empty; already reported
-        raw = frame.at[int(row.index), column] if column in frame.columns else row.failure_case
-        add(row.index, column, raw, check)
+        raw = frame.at[int(index), column] if column in frame.columns else case["failure_case"]
+        add(index, column, raw, check)
     issues.sort(key=lambda i: (i.line or 0, i.column))
     report.issues = issues
     bad = {i.line - 2 for i in issues if i.line is not None}
@@ -489,7 +496,9 @@ def reference_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
                 "max": float(values.max()) if len(values) else None,
                 "quantiles": {
                     str(q): float(np.quantile(values, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
-                } if len(values) else {},
+                }
+                if len(values)
+                else {},
             }
     return {"rows": n, "features": features}
 

@@ -17,11 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from treesurv import schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Column-oriented input: a DataFrame or a mapping of column name to values.
+Columns: TypeAlias = "Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame"
 
 EMF_FILL = -1.0
 
@@ -67,8 +73,11 @@ class EncoderParams:
         return {"features": list(self.features), "cell_z": self.cell_z}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"encoder_cell_mean": self.cell_mean, "encoder_cell_slope": self.cell_slope,
-                "encoder_cell_std": self.cell_std}
+        return {
+            "encoder_cell_mean": self.cell_mean,
+            "encoder_cell_slope": self.cell_slope,
+            "encoder_cell_std": self.cell_std,
+        }
 
     @classmethod
     def from_json(cls, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> EncoderParams:
@@ -77,8 +86,10 @@ class EncoderParams:
         if unknown:
             raise ValueError(f"encoder refers to unknown feature(s): {unknown}")
         try:
-            mean, slope, std = (np.asarray(arrays[f"encoder_cell_{k}"], dtype=float)
-                                for k in ("mean", "slope", "std"))
+            mean, slope, std = (
+                np.asarray(arrays[f"encoder_cell_{k}"], dtype=float)
+                for k in ("mean", "slope", "std")
+            )
         except KeyError as exc:
             raise ValueError(f"encoder array {exc.args[0]} is missing") from None
         n_traits = len([f for f in features if f in schema.TRAITS])
@@ -110,7 +121,7 @@ def cell_index(species: Sequence[Any] | np.ndarray, soil: Sequence[Any] | np.nda
 
 
 def fit_encoder(
-    columns: Mapping[str, Sequence[Any] | np.ndarray],
+    columns: Columns,
     features: Sequence[str] = schema.FEATURE_NAMES,
     cell_z: bool = True,
 ) -> EncoderParams:
@@ -141,8 +152,9 @@ def fit_encoder(
     return EncoderParams(features, cell_z, mean, slope, std)
 
 
-def _fit_species(soil: np.ndarray, light: np.ndarray, x: np.ndarray, n_soils: int
-                 ) -> tuple[np.ndarray, float, float] | None:
+def _fit_species(
+    soil: np.ndarray, light: np.ndarray, x: np.ndarray, n_soils: int
+) -> tuple[np.ndarray, float, float] | None:
     present = np.unique(soil)
     if len(x) < 2:
         return None
@@ -165,7 +177,7 @@ def _fit_species(soil: np.ndarray, light: np.ndarray, x: np.ndarray, n_soils: in
     return out, b, sd if sd > 1e-12 else 1.0
 
 
-def encode(params: EncoderParams, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+def encode(params: EncoderParams, columns: Columns) -> np.ndarray:
     """Encode column-oriented input (a DataFrame works) into a float64 matrix.
 
     Raises ValueError naming the feature for an unknown category; inputs are
@@ -202,11 +214,11 @@ def encode(params: EncoderParams, columns: Mapping[str, Sequence[Any] | np.ndarr
     return np.hstack(blocks) if len(blocks) > 1 else blocks[0]
 
 
-def _values(column: Sequence[Any] | np.ndarray) -> Sequence[Any]:
+def _values(column: Any) -> Sequence[Any]:
     return column.tolist() if hasattr(column, "tolist") else list(column)
 
 
-def _floats(column: Sequence[Any] | np.ndarray) -> np.ndarray:
+def _floats(column: Any) -> np.ndarray:
     values = np.asarray(
         column.to_numpy(dtype=float, na_value=np.nan) if hasattr(column, "to_numpy") else column,
         dtype=float,
@@ -238,7 +250,11 @@ class RowEncoder:
             self._emf_pos = dict(self._numeric)["EMF"]
             self._emf_flag = offset
             offset += 1
-        self._z = [(name, offset + j) for j, name in enumerate(params.traits)] if params.uses_cells else []
+        self._z = (
+            [(name, offset + j) for j, name in enumerate(params.traits)]
+            if params.uses_cells
+            else []
+        )
         self._mean = params.cell_mean.tolist()
         self._slope = params.cell_slope.tolist()
         self._std = params.cell_std.tolist()

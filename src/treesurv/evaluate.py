@@ -31,8 +31,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(total / len(y)) if len(y) else float("nan")
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, bins: int = 10
-                           ) -> dict[str, float]:
+def classification_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, bins: int = 10
+) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 
     y = np.asarray(y, dtype=int)
@@ -43,7 +44,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5,
         "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
         "accuracy": float(accuracy_score(y, (p >= threshold).astype(int))),
         "ece": expected_calibration_error(y, p, bins),
-        "rows": int(len(y)),
+        "rows": len(y),
     }
 
 
@@ -66,8 +67,14 @@ def roc_points(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thr = roc_curve(y, p, drop_intermediate=True)
-    return [{"fpr": round(float(a), 5), "tpr": round(float(b), 5),
-             "threshold": round(float(min(t, 1.0)), 5)} for a, b, t in zip(fpr, tpr, thr, strict=True)]
+    return [
+        {
+            "fpr": round(float(a), 5),
+            "tpr": round(float(b), 5),
+            "threshold": round(float(min(t, 1.0)), 5),
+        }
+        for a, b, t in zip(fpr, tpr, thr, strict=True)
+    ]
 
 
 def calibration_points(y: np.ndarray, p: np.ndarray, bins: int, split: str) -> list[dict[str, Any]]:
@@ -76,28 +83,44 @@ def calibration_points(y: np.ndarray, p: np.ndarray, bins: int, split: str) -> l
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            out.append({"predicted": round(float(p[sel].mean()), 5),
-                        "observed": round(float(y[sel].mean()), 5),
-                        "count": int(sel.sum()), "split": split})
+            out.append(
+                {
+                    "predicted": round(float(p[sel].mean()), 5),
+                    "observed": round(float(y[sel].mean()), 5),
+                    "count": int(sel.sum()),
+                    "split": split,
+                }
+            )
     return out
 
 
 def confusion_rows(y: np.ndarray, p: np.ndarray, threshold: float) -> list[dict[str, str]]:
     label = {0: "survived", 1: "died"}
     pred = (p >= threshold).astype(int)
-    return [{"actual": label[int(a)], "predicted": label[int(b)]} for a, b in zip(y, pred, strict=True)]
+    return [
+        {"actual": label[int(a)], "predicted": label[int(b)]} for a, b in zip(y, pred, strict=True)
+    ]
 
 
 def confusion_matrix(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, int]:
     pred = (p >= threshold).astype(int)
-    return {"true_negative": int(((y == 0) & (pred == 0)).sum()),
-            "false_positive": int(((y == 0) & (pred == 1)).sum()),
-            "false_negative": int(((y == 1) & (pred == 0)).sum()),
-            "true_positive": int(((y == 1) & (pred == 1)).sum())}
+    return {
+        "true_negative": int(((y == 0) & (pred == 0)).sum()),
+        "false_positive": int(((y == 0) & (pred == 1)).sum()),
+        "false_negative": int(((y == 1) & (pred == 0)).sum()),
+        "true_positive": int(((y == 1) & (pred == 1)).sum()),
+    }
 
 
-def save_png_plots(y: np.ndarray, p: np.ndarray, oof_y: np.ndarray, oof_p: np.ndarray,
-                   threshold: float, bins: int, directory: Any) -> list[str]:
+def save_png_plots(
+    y: np.ndarray,
+    p: np.ndarray,
+    oof_y: np.ndarray,
+    oof_p: np.ndarray,
+    threshold: float,
+    bins: int,
+    directory: Any,
+) -> list[str]:
     """ROC, calibration and confusion-matrix images, for the card and CML reports."""
     import matplotlib
 
@@ -122,14 +145,18 @@ def save_png_plots(y: np.ndarray, p: np.ndarray, oof_y: np.ndarray, oof_p: np.nd
         pts = calibration_points(yy, pp, bins, name)
         ax.plot([q["predicted"] for q in pts], [q["observed"] for q in pts], marker="o", label=name)
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set(xlabel="predicted probability of death", ylabel="observed share that died",
-           title="Calibration")
+    ax.set(
+        xlabel="predicted probability of death",
+        ylabel="observed share that died",
+        title="Calibration",
+    )
     ax.legend(loc="upper left")
     written.append(_save(fig, directory / "calibration.png"))
 
     cm = confusion_matrix(y, p, threshold)
-    grid = np.array([[cm["true_negative"], cm["false_positive"]],
-                     [cm["false_negative"], cm["true_positive"]]])
+    grid = np.array(
+        [[cm["true_negative"], cm["false_positive"]], [cm["false_negative"], cm["true_positive"]]]
+    )
     fig, ax = plt.subplots(figsize=(4, 3.6))
     ax.imshow(grid, cmap="Blues")
     for (i, j), v in np.ndenumerate(grid):
@@ -175,16 +202,21 @@ def model_card(
     chosen = train_report["chosen"]
     feature_rows = []
     for f in schema.FEATURES:
-        allowed = ", ".join(f.categories) if f.kind == "categorical" else \
-            f"{f.minimum:g} to {f.maximum:g} {f.unit}".strip()
+        allowed = (
+            ", ".join(f.categories)
+            if f.kind == "categorical"
+            else f"{f.minimum:g} to {f.maximum:g} {f.unit}".strip()
+        )
         when = "at harvest or death" if f.trait else "at planting (design)"
         feature_rows.append(f"| {f.name} | {allowed} | {when} | {f.description} |")
     search = sorted(train_report["search"], key=lambda r: -r["metrics"]["roc_auc"])
     best_per: dict[str, Any] = {}
     for r in search:
         best_per.setdefault(r["candidate"], r)
-    cand_rows = [f"| {c} | {r['metrics']['roc_auc']:.3f} | {r['metrics']['brier']:.3f} |"
-                 for c, r in best_per.items()]
+    cand_rows = [
+        f"| {c} | {r['metrics']['roc_auc']:.3f} | {r['metrics']['brier']:.3f} |"
+        for c, r in best_per.items()
+    ]
     return f"""# Model card: {name}
 
 Probability that a tree seedling dies, from its species, light, soil inoculum and

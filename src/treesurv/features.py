@@ -35,8 +35,13 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 
     @property
     def params_(self) -> EncoderParams:
-        return EncoderParams(tuple(self.features_), bool(self.cell_z), self.cell_mean_,
-                             self.cell_slope_, self.cell_std_)
+        return EncoderParams(
+            tuple(self.features_),
+            bool(self.cell_z),
+            self.cell_mean_,
+            self.cell_slope_,
+            self.cell_std_,
+        )
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         return encode(self.params_, X)

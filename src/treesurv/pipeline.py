@@ -54,7 +54,9 @@ def stage_prepare(validated: Path, paths: Paths, params: dict[str, Any]) -> dict
     return {"train": len(train), "test": len(test)}
 
 
-def stage_train(paths: Paths, params: dict[str, Any], log_fn: Callable[[str], None]) -> dict[str, Any]:
+def stage_train(
+    paths: Paths, params: dict[str, Any], log_fn: Callable[[str], None]
+) -> dict[str, Any]:
     import skops.io as sio
 
     from treesurv.train import train
@@ -67,10 +69,14 @@ def stage_train(paths: Paths, params: dict[str, Any], log_fn: Callable[[str], No
     tmp.replace(paths.model)
     report = result.report()
     data.write_json(report, paths.train_report)
-    oof = pd.DataFrame({
-        schema.ID: frame[schema.ID], "y": frame[schema.TARGET].astype(int),
-        "p_cv": result.oof, "p_cv_group": result.oof_group,
-    })
+    oof = pd.DataFrame(
+        {
+            schema.ID: frame[schema.ID],
+            "y": frame[schema.TARGET].astype(int),
+            "p_cv": result.oof,
+            "p_cv_group": result.oof_group,
+        }
+    )
     data.write_table(oof, paths.oof)
     return report
 
@@ -111,17 +117,22 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
 
     plots = paths.plots
     data.write_json(ev.roc_points(y, p), plots / "roc.json")
-    data.write_json(ev.calibration_points(y, p, bins, "test")
-                    + ev.calibration_points(oy, op, bins, "cross-validation"),
-                    plots / "calibration.json")
+    data.write_json(
+        ev.calibration_points(y, p, bins, "test")
+        + ev.calibration_points(oy, op, bins, "cross-validation"),
+        plots / "calibration.json",
+    )
     data.write_json(ev.confusion_rows(y, p, threshold), plots / "confusion.json")
     ev.save_png_plots(y, p, oy, op, threshold, bins, plots)
 
     light = train["Light_ISF"]
     card = ev.model_card(
-        name=MODEL_NAME, metrics=metrics, train_report=report,
+        name=MODEL_NAME,
+        metrics=metrics,
+        train_report=report,
         data_md5=data.file_md5(paths.raw) if paths.raw.exists() else "unknown",
-        rows={"train": len(train), "test": len(test)}, threshold=threshold,
+        rows={"train": len(train), "test": len(test)},
+        threshold=threshold,
         light_range=(float(light.min()), float(light.max())),
         plots=int(train[schema.GROUP].nunique()) if schema.GROUP in train else 0,
     )
@@ -130,7 +141,9 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def stage_package(paths: Paths, params: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+def stage_package(
+    paths: Paths, params: dict[str, Any], version: str | None = None
+) -> dict[str, Any]:
     import skops.io as sio
 
     from treesurv.compiler import compile_model
@@ -153,8 +166,9 @@ def stage_package(paths: Paths, params: dict[str, Any], version: str | None = No
         raise StageError(f"the compiled model does not load: {exc}") from None
     rows = pd.concat([pd.read_parquet(paths.train), pd.read_parquet(paths.test)])
     features = rows[list(schema.FEATURE_NAMES)]
-    gap = float(np.max(np.abs(compiled.proba_columns(features)
-                              - pipeline.predict_proba(features)[:, 1])))
+    gap = float(
+        np.max(np.abs(compiled.proba_columns(features) - pipeline.predict_proba(features)[:, 1]))
+    )
     if gap > PARITY_TOLERANCE:
         raise StageError(f"compiled model differs from the sklearn pipeline by {gap:.2e}")
 
@@ -162,19 +176,22 @@ def stage_package(paths: Paths, params: dict[str, Any], version: str | None = No
     pp = params["package"]
     raw_md5 = data.file_md5(paths.raw) if paths.raw.exists() else None
     manifest = bundle_mod.write_bundle(
-        paths.bundle, files,
+        paths.bundle,
+        files,
         name=str(pp.get("name", MODEL_NAME)),
         version=version or str(pp["version"]),
         extra={
             "git": bundle_mod.git_state(),
-            "data": {"path": str(paths.raw), "md5": raw_md5, "train_rows": int(len(rows))},
+            "data": {"path": str(paths.raw), "md5": raw_md5, "train_rows": len(rows)},
             "params": params,
             "metrics": metrics,
             "schema": schema.schema_document(),
             "decision_threshold": float(params["evaluate"]["threshold"]),
             "parity_max_abs_diff": gap,
-            "model": {"candidate": json.loads(paths.train_report.read_text())["chosen"]["candidate"],
-                      "features": list(encoder.features)},
+            "model": {
+                "candidate": json.loads(paths.train_report.read_text())["chosen"]["candidate"],
+                "features": list(encoder.features),
+            },
         },
     )
     return manifest

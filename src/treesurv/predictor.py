@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from treesurv.encoding import EncoderParams, RowEncoder, encode
+from treesurv.encoding import Columns, EncoderParams, RowEncoder, encode
 
 SPEC_FILE = "predictor.json"
 ARRAYS_FILE = "predictor.npz"
@@ -39,7 +39,7 @@ class PredictorError(Exception):
 
 
 @njit(cache=True, nogil=True)
-def _walk(x, feature, threshold, left, right, missing_left, node):  # type: ignore[no-untyped-def]
+def _walk(x, feature, threshold, left, right, missing_left, node):
     while left[node] != -1:
         v = x[feature[node]]
         if v != v:
@@ -52,7 +52,7 @@ def _walk(x, feature, threshold, left, right, missing_left, node):  # type: igno
 
 
 @njit(cache=True, nogil=True)
-def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, out):  # type: ignore[no-untyped-def]
+def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, out):
     for i in range(X.shape[0]):
         acc = 0.0
         for t in range(roots.shape[0]):
@@ -61,7 +61,7 @@ def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, o
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, out):  # type: ignore[no-untyped-def]
+def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, out):
     for i in prange(X.shape[0]):
         acc = 0.0
         for t in range(roots.shape[0]):
@@ -104,7 +104,9 @@ class Trees:
         for child in (self.left[inner], self.right[inner], self.roots):
             if child.size and (child.min() < 0 or child.max() >= n):
                 raise PredictorError(f"{name}: a child index points outside the tree")
-        if inner.any() and (self.feature[inner].min() < 0 or self.feature[inner].max() >= n_features):
+        if inner.any() and (
+            self.feature[inner].min() < 0 or self.feature[inner].max() >= n_features
+        ):
             raise PredictorError(f"{name}: a split uses a feature the encoder does not produce")
         # Children always come after their parent, so every walk ends (no cycles).
         idx = np.flatnonzero(inner)
@@ -115,8 +117,17 @@ class Trees:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         out = np.empty(X.shape[0])
         kernel = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
-        kernel(X, self.feature, self.threshold, self.left, self.right, self.value,
-               self.missing_left, self.roots, out)
+        kernel(
+            X,
+            self.feature,
+            self.threshold,
+            self.left,
+            self.right,
+            self.value,
+            self.missing_left,
+            self.roots,
+            out,
+        )
         return out
 
 
@@ -193,7 +204,7 @@ class Calibrated(Node):
         else:
             assert self.x is not None and self.y is not None
             p = np.interp(score, self.x, self.y)
-        p[(1.0 < p) & (p <= 1.0 + 1e-5)] = 1.0
+        p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0
         return p
 
 
@@ -245,11 +256,17 @@ def build_node(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_feat
         base = build_node(spec["base"], arrays, n_features)
         method = spec["method"]
         if method == "sigmoid":
-            return Calibrated(base, spec["response"], method, a=float(spec["a"]), b=float(spec["b"]))
+            return Calibrated(
+                base, spec["response"], method, a=float(spec["a"]), b=float(spec["b"])
+            )
         if method == "isotonic":
-            return Calibrated(base, spec["response"], method,
-                              x=np.asarray(arrays[spec["x"]], dtype=float),
-                              y=np.asarray(arrays[spec["y"]], dtype=float))
+            return Calibrated(
+                base,
+                spec["response"],
+                method,
+                x=np.asarray(arrays[spec["x"]], dtype=float),
+                y=np.asarray(arrays[spec["y"]], dtype=float),
+            )
         raise PredictorError(f"unknown calibration method {method!r}")
     raise PredictorError(f"unknown model node kind {kind!r}")
 
@@ -269,16 +286,18 @@ class CompiledModel:
     def proba_matrix(self, X: np.ndarray) -> np.ndarray:
         return self.model.proba(X)
 
-    def proba_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+    def proba_columns(self, columns: Columns) -> np.ndarray:
         return self.model.proba(encode(self.encoder, columns))
 
 
 def dumps(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[str, bytes]:
     """The two bundle files of a compiled model."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return {SPEC_FILE: (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode(),
-            ARRAYS_FILE: buf.getvalue()}
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+    return {
+        SPEC_FILE: (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode(),
+        ARRAYS_FILE: buf.getvalue(),
+    }
 
 
 def loads(spec_bytes: bytes, arrays_bytes: bytes) -> CompiledModel:
@@ -329,5 +348,5 @@ class FastPredictor:
             self.row_encoder.encode(row, X[i])
         return self.compiled.model.proba(X)
 
-    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+    def predict_columns(self, columns: Columns) -> np.ndarray:
         return self.compiled.proba_columns(columns)

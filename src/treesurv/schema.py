@@ -247,12 +247,17 @@ def rule_violations(row: dict[str, Any]) -> list[Rule]:
         emf_missing = is_missing(row.get("EMF"))
         if emf_missing != (SPECIES_MYCO[species] == "AMF"):
             broken.append(RULES[0])
-    if soil is not None and row.get("Sterile") is not None:
-        if (soil == "Sterile") != (row.get("Sterile") == "Sterile"):
-            broken.append(RULES[1])
-    if species in SPECIES_MYCO and soil in SOIL_SOURCES and row.get("Conspecific"):
-        if row["Conspecific"] != expected_conspecific(str(species), str(soil)):
-            broken.append(RULES[2])
+    sterile = row.get("Sterile")
+    if soil is not None and sterile is not None and (soil == "Sterile") != (sterile == "Sterile"):
+        broken.append(RULES[1])
+    consp = row.get("Conspecific")
+    if (
+        species in SPECIES_MYCO
+        and soil in SOIL_SOURCES
+        and consp
+        and consp != expected_conspecific(str(species), str(soil))
+    ):
+        broken.append(RULES[2])
     return broken
 
 

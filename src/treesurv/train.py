@@ -38,19 +38,21 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = ("logreg", "gboost", "hgb", "forest", "forest_hgb")
 CALIBRATIONS = ("none", "sigmoid", "isotonic")
+N_JOBS = -1  # folds run in parallel processes; each model fits on one core
 
 
 def make_estimator(name: str, params: dict[str, Any], seed: int) -> Any:
     """A fresh, unfitted classifier for a candidate name and its hyperparameters."""
     if name == "logreg":
-        return Pipeline([("scale", StandardScaler()),
-                         ("clf", LogisticRegression(max_iter=5000, **params))])
+        return Pipeline(
+            [("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=5000, **params))]
+        )
     if name == "gboost":
         return GradientBoostingClassifier(random_state=seed, **params)
     if name == "hgb":
         return HistGradientBoostingClassifier(random_state=seed, early_stopping=False, **params)
     if name == "forest":
-        return RandomForestClassifier(random_state=seed, n_jobs=-1, **params)
+        return RandomForestClassifier(random_state=seed, n_jobs=1, **params)
     raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
 
 
@@ -67,12 +69,17 @@ class CVResult:
     oof: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "params": self.params, "metrics": self.metrics,
-                "fold_roc_auc": self.fold_auc}
+        return {
+            "candidate": self.candidate,
+            "params": self.params,
+            "metrics": self.metrics,
+            "fold_roc_auc": self.fold_auc,
+        }
 
 
-def _folds(y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int
-           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _folds(
+    y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     if groups is None:
         yield from StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(y, y)
     else:
@@ -87,15 +94,26 @@ def cross_validate(
     n_folds: int,
     seed: int,
     groups: np.ndarray | None = None,
+    n_jobs: int = N_JOBS,
 ) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold probabilities and the per-fold ROC AUC."""
+    """Out-of-fold probabilities and the per-fold ROC AUC.
+
+    Folds run in parallel processes while each model fits single-threaded, so
+    results are bit-for-bit the same on every run (threaded forests sum their
+    trees in whatever order the threads finish).
+    """
+    from joblib import Parallel, delayed
     from sklearn.metrics import roc_auc_score
 
+    def fold(train_idx: np.ndarray, test_idx: np.ndarray) -> np.ndarray:
+        model = build().fit(X.iloc[train_idx], y[train_idx])
+        return np.asarray(model.predict_proba(X.iloc[test_idx])[:, 1])
+
+    splits = list(_folds(y, groups, n_folds, seed))
+    preds = Parallel(n_jobs=n_jobs)(delayed(fold)(tr, te) for tr, te in splits)
     oof = np.full(len(y), np.nan)
     fold_auc = []
-    for train_idx, test_idx in _folds(y, groups, n_folds, seed):
-        model = build().fit(X.iloc[train_idx], y[train_idx])
-        p = model.predict_proba(X.iloc[test_idx])[:, 1]
+    for (_, test_idx), p in zip(splits, preds, strict=True):
         oof[test_idx] = p
         if len(np.unique(y[test_idx])) == 2:
             fold_auc.append(float(roc_auc_score(y[test_idx], p)))
@@ -131,8 +149,10 @@ class TrainResult:
     def report(self) -> dict[str, Any]:
         return {
             "chosen": self.chosen.to_dict(),
-            "calibration": {"method": self.calibration,
-                            "oof_brier_by_method": self.calibration_scores},
+            "calibration": {
+                "method": self.calibration,
+                "oof_brier_by_method": self.calibration_scores,
+            },
             "cv": self.cv_metrics,
             "cv_group": self.cv_group_metrics,
             "search": [r.to_dict() for r in self.search],
@@ -140,14 +160,17 @@ class TrainResult:
         }
 
 
-def cross_fit_calibration(y: np.ndarray, score: np.ndarray, method: str, n_folds: int, seed: int
-                          ) -> np.ndarray:
+def cross_fit_calibration(
+    y: np.ndarray, score: np.ndarray, method: str, n_folds: int, seed: int
+) -> np.ndarray:
     """Calibrated out-of-fold scores: each fold's calibrator is fit on the others.
 
     This is how the calibration is checked on data it was not fit on.
     """
     out = np.empty_like(score)
-    for train_idx, test_idx in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(score, y):
+    for train_idx, test_idx in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(
+        score, y
+    ):
         if method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
             out[test_idx] = iso.fit(score[train_idx], y[train_idx]).predict(score[test_idx])
@@ -157,8 +180,9 @@ def cross_fit_calibration(y: np.ndarray, score: np.ndarray, method: str, n_folds
     return out
 
 
-def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], None] = log.info
-          ) -> TrainResult:
+def train(
+    frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], None] = log.info
+) -> TrainResult:
     """Search every candidate, pick the best by stratified CV, calibrate, fit on all rows."""
     start = time.perf_counter()
     seed = int(params["seed"])
@@ -183,20 +207,25 @@ def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], N
         if name == "forest_hgb":
             continue
         for cfg in _configs(tp["grids"].get(name, {}), int(tp["search_iterations"]), seed):
-            oof, fold_auc = cross_validate(builder(make_estimator(name, cfg, seed)), X, y,
-                                           n_folds, seed)
+            oof, fold_auc = cross_validate(
+                builder(make_estimator(name, cfg, seed)), X, y, n_folds, seed
+            )
             res = CVResult(name, cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
             search.append(res)
             by_candidate.setdefault(name, []).append(res)
-            log_fn(f"{name} {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
-                   f"Brier {res.metrics['brier']:.4f}")
+            log_fn(
+                f"{name} {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
+                f"Brier {res.metrics['brier']:.4f}"
+            )
     if "forest_hgb" in tp["candidates"]:
         # Soft vote of the best forest and boosting configurations (top k of each).
         if not {"forest", "hgb"} <= by_candidate.keys():
             raise ValueError("candidate forest_hgb needs forest and hgb among the candidates")
         top = int(tp.get("vote_top", 2))
-        ranked = {c: sorted(by_candidate[c], key=lambda r: -_key(r, select_by))[:top]
-                  for c in ("forest", "hgb")}
+        ranked = {
+            c: sorted(by_candidate[c], key=lambda r: -_key(r, select_by))[:top]
+            for c in ("forest", "hgb")
+        }
         for f_res in ranked["forest"]:
             for h_res in ranked["hgb"]:
                 cfg = {"forest": f_res.params, "hgb": h_res.params}
@@ -204,8 +233,10 @@ def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], N
                 res = CVResult("forest_hgb", cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
                 search.append(res)
                 by_candidate.setdefault("forest_hgb", []).append(res)
-                log_fn(f"forest_hgb {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
-                       f"Brier {res.metrics['brier']:.4f}")
+                log_fn(
+                    f"forest_hgb {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
+                    f"Brier {res.metrics['brier']:.4f}"
+                )
     best_by = {c: max(rs, key=lambda r: _key(r, select_by)) for c, rs in by_candidate.items()}
     if not best_by:
         raise ValueError("no candidates to train")
@@ -215,6 +246,7 @@ def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], N
     # Calibration: chosen on out-of-fold scores, never on the rows it is scored on.
     method = str(tp.get("calibration", "auto"))
     cal_folds = int(tp.get("calibration_folds", 5))
+
     # CalibratedClassifierCV calibrates the decision function where there is one.
     def response(p: np.ndarray) -> np.ndarray:
         if not _has_decision_function(model):
@@ -225,8 +257,10 @@ def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], N
     def calibrated(p: np.ndarray, m: str) -> np.ndarray:
         return p if m == "none" else cross_fit_calibration(y, response(p), m, cal_folds, seed)
 
-    scores = {m: classification_metrics(y, calibrated(chosen.oof, m), 0.5, bins)["brier"]
-              for m in CALIBRATIONS}
+    scores = {
+        m: classification_metrics(y, calibrated(chosen.oof, m), 0.5, bins)["brier"]
+        for m in CALIBRATIONS
+    }
     if method == "auto":
         # Recalibrate only when it measurably helps: a calibrator fit on noise
         # adds variance, and isotonic steps create ties that cost ROC AUC.
@@ -239,29 +273,48 @@ def train(frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], N
     cv_metrics = _summary(y, oof, chosen.fold_auc, bins)
 
     # The same candidate, folds grouped by plot: generalisation to a new site.
-    oof_g_raw, fold_auc_g = cross_validate(builder(model), X, y, int(tp["group_folds"]), seed, groups)\
-        if groups is not None else (chosen.oof, chosen.fold_auc)
+    oof_g_raw, fold_auc_g = (
+        cross_validate(builder(model), X, y, int(tp["group_folds"]), seed, groups)
+        if groups is not None
+        else (chosen.oof, chosen.fold_auc)
+    )
     oof_group = calibrated(oof_g_raw, method)
     cv_group_metrics = _summary(y, oof_group, fold_auc_g, bins)
 
     final_model: Any = model
     if method != "none":
         final_model = CalibratedClassifierCV(
-            model, method=method, ensemble=False,
+            model,
+            method=method,
+            ensemble=False,
             cv=StratifiedKFold(cal_folds, shuffle=True, random_state=seed),
         )
     pipeline = make_pipeline(final_model, features, cell_z).fit(X, y)
-    log_fn(f"chosen {chosen.candidate} {chosen.params} calibration={method}: "
-           f"CV ROC AUC {cv_metrics['roc_auc']:.4f} Brier {cv_metrics['brier']:.4f}; "
-           f"by plot {cv_group_metrics['roc_auc']:.4f} / {cv_group_metrics['brier']:.4f}")
-    return TrainResult(pipeline, chosen, search, method, scores, cv_metrics, cv_group_metrics,
-                       oof, oof_group, time.perf_counter() - start)
+    log_fn(
+        f"chosen {chosen.candidate} {chosen.params} calibration={method}: "
+        f"CV ROC AUC {cv_metrics['roc_auc']:.4f} Brier {cv_metrics['brier']:.4f}; "
+        f"by plot {cv_group_metrics['roc_auc']:.4f} / {cv_group_metrics['brier']:.4f}"
+    )
+    return TrainResult(
+        pipeline,
+        chosen,
+        search,
+        method,
+        scores,
+        cv_metrics,
+        cv_group_metrics,
+        oof,
+        oof_group,
+        time.perf_counter() - start,
+    )
 
 
 def _voting(cfg: dict[str, dict[str, Any]], seed: int) -> VotingClassifier:
     return VotingClassifier(
-        [("forest", make_estimator("forest", cfg["forest"], seed)),
-         ("hgb", make_estimator("hgb", cfg["hgb"], seed))],
+        [
+            ("forest", make_estimator("forest", cfg["forest"], seed)),
+            ("hgb", make_estimator("hgb", cfg["hgb"], seed)),
+        ],
         voting="soft",
     )
 
@@ -281,5 +334,3 @@ def _key(result: CVResult, select_by: str) -> float:
     value = result.metrics[select_by]
     # Lower is better for the loss-type metrics.
     return -value if select_by in ("brier", "log_loss", "ece") else value
-
-

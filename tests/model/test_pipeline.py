@@ -1,0 +1,212 @@
+"""The DVC pipeline on the real data: reproducible, honest and strong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run
+from treesurv import data, schema
+from treesurv.bundle import load_verified
+from treesurv.config import DEFAULT_PATHS, Paths, load_params
+from treesurv.pipeline import load_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def test_paths_in_params_match_code_defaults() -> None:
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert Paths.from_params(params) == DEFAULT_PATHS
+
+
+def test_repro_builds_bundle_metrics_and_plots(pipeline_project: Path) -> None:
+    p = pipeline_project
+    for rel in (
+        "metrics.json",
+        "plots/roc.json",
+        "plots/calibration.json",
+        "plots/confusion.json",
+        "plots/roc.png",
+        "reports/model_card.md",
+        "models/tree-survival/manifest.json",
+    ):
+        assert (p / rel).is_file(), rel
+    run(["treesurv", "model", "verify", "models/tree-survival"], p)
+
+
+def test_metrics_beat_the_original_models(pipeline_project: Path) -> None:
+    metrics = json.loads((pipeline_project / "metrics.json").read_text())
+    # The issue's floors (the original notebook reached about 0.90 / 0.12 here).
+    assert metrics["cv"]["roc_auc"] >= 0.92
+    assert metrics["cv"]["brier"] <= 0.115
+    assert metrics["test"]["roc_auc"] >= 0.91
+    assert metrics["test"]["brier"] <= 0.115
+    assert metrics["cv_group"]["roc_auc"] >= 0.89  # a new field site
+    for split in ("cv", "cv_group", "test"):
+        assert set(metrics[split]) >= {"roc_auc", "brier", "log_loss", "accuracy", "ece"}
+        assert metrics[split]["ece"] < 0.08
+
+
+def test_second_repro_does_nothing(pipeline_project: Path) -> None:
+    out = run(["dvc", "repro"], pipeline_project).stdout
+    assert "Running stage" not in out
+    assert "up to date" in run(["dvc", "status"], pipeline_project).stdout
+
+
+def test_dvc_metrics_and_plots_show(pipeline_project: Path) -> None:
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], pipeline_project).stdout)
+    flat = json.dumps(shown)
+    assert "roc_auc" in flat and "brier" in flat
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], pipeline_project)
+    html = (pipeline_project / "dvc_plots" / "index.html").read_text()
+    # Vega specs of the three JSON plots (by their axes) and the three images.
+    for marker in (
+        "false positive rate",
+        '"title": "observed"',
+        '"title": "actual"',
+        "workspace_plots_roc.png",
+        "workspace_plots_calibration.png",
+        "workspace_plots_confusion.png",
+    ):
+        assert marker in html, marker
+
+
+def test_exp_run_with_a_changed_param(pipeline_project: Path) -> None:
+    run(
+        ["dvc", "exp", "run", "--temp", "-n", "low-threshold", "-S", "evaluate.threshold=0.35"],
+        pipeline_project,
+    )
+    table = json.loads(run(["dvc", "exp", "show", "--json"], pipeline_project).stdout)
+    text = json.dumps(table)
+    assert "low-threshold" in text and "0.35" in text
+
+
+def test_bundle_matches_sklearn_on_every_real_row(bundle_dir: Path, real_csv: Path) -> None:
+    bundle, compiled = load_verified(bundle_dir)
+    pipeline = load_pipeline(bundle_dir.parent / "model.skops")
+    frame, _ = data.validate_file(real_csv)
+    features = frame[list(schema.FEATURE_NAMES)]
+    gap = np.max(np.abs(compiled.proba_columns(features) - pipeline.predict_proba(features)[:, 1]))
+    assert gap < 1e-6
+    manifest = bundle.manifest
+    assert manifest["data"]["md5"] == data.file_md5(real_csv)
+    assert set(manifest["files"]) >= {"model.skops", "predictor.npz", "model_card.md"}
+    assert manifest["schema"]["features"][0]["name"] == "Species"
+    assert "sklearn" not in json.dumps(manifest["model"]["features"])
+
+
+def test_model_card_states_the_limits(bundle_dir: Path) -> None:
+    card = (bundle_dir / "model_card.md").read_text()
+    assert "taken at harvest\n  or at death" in card or "at harvest or at death" in card.replace(
+        "\n  ", " "
+    )
+    for heading in ("## Data", "## Features", "## Metrics", "## Intended use", "## Limits"):
+        assert heading in card
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+@pytest.fixture(scope="module")
+def scored(bundle_dir: Path, real_csv: Path) -> tuple[Any, pd.DataFrame]:
+    _, compiled = load_verified(bundle_dir)
+    frame, _ = data.validate_file(real_csv)
+    return compiled, frame
+
+
+def test_invariance_to_columns_the_model_ignores(scored: tuple[Any, pd.DataFrame]) -> None:
+    compiled, frame = scored
+    base = compiled.proba_columns(frame)
+    shuffled = frame.copy()
+    for col in ("Plot", "Census", "Time", "Harvest", "Alive", "No"):
+        shuffled[col] = np.random.default_rng(0).permutation(shuffled[col].to_numpy())
+    np.testing.assert_array_equal(compiled.proba_columns(shuffled), base)
+
+
+def test_direction_species(scored: tuple[Any, pd.DataFrame]) -> None:
+    # In the study, about 85% of the AMF-species seedlings died and 25% of the oaks.
+    compiled, frame = scored
+    p = compiled.proba_columns(frame)
+    amf = frame["Species"].map(schema.SPECIES_MYCO).eq("AMF").to_numpy()
+    assert p[amf].mean() > p[~amf].mean() + 0.4
+
+
+def test_direction_sterile_soil_saves_amf_seedlings(scored: tuple[Any, pd.DataFrame]) -> None:
+    # Maple and cherry died far less in sterilised soil (about 63% against 90%):
+    # soil pathogens. The model must show the same direction on those rows.
+    compiled, frame = scored
+    p = compiled.proba_columns(frame)
+    amf = frame["Species"].map(schema.SPECIES_MYCO).eq("AMF").to_numpy()
+    sterile = frame["Sterile"].eq("Sterile").to_numpy()
+    assert p[amf & sterile].mean() < p[amf & ~sterile].mean() - 0.15
+
+
+def test_probabilities_are_probabilities(scored: tuple[Any, pd.DataFrame]) -> None:
+    compiled, frame = scored
+    p = compiled.proba_columns(frame)
+    assert np.all((p >= 0) & (p <= 1))
+    assert 0.3 < p.mean() < 0.8
+
+
+# ------------------------------------------------------------- training itself
+
+
+def _tiny_params() -> dict[str, Any]:
+    return {
+        "seed": 7,
+        "features": {"cell_z": True},
+        "train": {
+            "candidates": ["logreg", "hgb", "forest", "forest_hgb"],
+            "select_by": "roc_auc",
+            "cv_folds": 3,
+            "group_folds": 3,
+            "search_iterations": 1,
+            "vote_top": 1,
+            "calibration": "sigmoid",
+            "calibration_folds": 3,
+            "grids": {
+                "logreg": {"C": [1.0]},
+                "hgb": {"max_iter": [20]},
+                "forest": {"n_estimators": [10], "max_depth": [5]},
+            },
+        },
+        "evaluate": {"calibration_bins": 10},
+    }
+
+
+def test_training_is_deterministic(real_csv: Path) -> None:
+    from treesurv.train import train
+
+    frame = data.model_frame(data.validate_file(real_csv)[0]).sample(600, random_state=1)
+    a = train(frame, _tiny_params(), lambda m: None)
+    b = train(frame, _tiny_params(), lambda m: None)
+    # Forests sum their trees in threads, so the last bits may differ; what is
+    # reported (four decimals) is identical.
+    assert a.cv_metrics == pytest.approx(b.cv_metrics, rel=1e-12)
+    assert a.cv_group_metrics == pytest.approx(b.cv_group_metrics, rel=1e-12)
+    X = frame[list(schema.FEATURE_NAMES)]
+    np.testing.assert_allclose(
+        a.pipeline.predict_proba(X), b.pipeline.predict_proba(X), rtol=0, atol=1e-12
+    )
+    assert a.calibration == "sigmoid"
+    assert {r["candidate"] for r in a.report()["search"]} == {
+        "logreg",
+        "hgb",
+        "forest",
+        "forest_hgb",
+    }
+
+
+def test_outcome_columns_can_never_be_features(real_csv: Path) -> None:
+    from treesurv.train import train
+
+    frame = data.model_frame(data.validate_file(real_csv)[0]).head(100)
+    params = _tiny_params()
+    params["features"]["columns"] = [*schema.FEATURE_NAMES, "Time"]
+    with pytest.raises(ValueError, match="outcome columns can never be features"):
+        train(frame, params, lambda m: None)
