@@ -262,6 +262,36 @@ def _print_issues(result: Any) -> None:
         err.print(f"({result.issue_count} problems in all; the first {len(result.issues)} shown)")
 
 
+# -------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, envvar="WEB_CONCURRENCY", help="Worker processes.")
+    ] = 1,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model bundle directory [default: TREESURV_MODEL_DIR]."),
+    ] = None,
+    server: Annotated[
+        str, typer.Option(help="auto: uvicorn for 1 worker, gunicorn for more; or force one.")
+    ] = "auto",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the prediction API (see /docs once it runs)."""
+    from treesurv.serving.server import run as run_server
+
+    if server not in ("auto", "uvicorn", "gunicorn"):
+        raise fail("--server must be auto, uvicorn or gunicorn", 2)
+    try:
+        run_server(host, port, workers, model, server, access_log)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
 # -------------------------------------------------------------------- model
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ SPEC_FILE = "predictor.json"
 ARRAYS_FILE = "predictor.npz"
 FORMAT = "treesurv-compiled/1"
 PARALLEL_MIN_ROWS = 2048
+# Compact node arrays: 32-bit indices (and float32 thresholds for trees that see
+# float32 inputs) halve the bytes a walk touches; single rows run cache-cold in a
+# busy server, where that matters more than the arithmetic.
+INDEX = np.int32
+INDEX_MIN, INDEX_MAX = -(2**31), 2**31 - 1
 TREE_FIELDS = ("feature", "threshold", "left", "right", "value", "missing_left", "roots")
 
 
@@ -67,6 +73,22 @@ def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left,
         for t in range(roots.shape[0]):
             acc += value[_walk(X[i], feature, threshold, left, right, missing_left, roots[t])]
         out[i] = acc
+
+
+@njit(cache=True, nogil=True)
+def _sum_one(x, feature, threshold, left, right, value, missing_left, roots):
+    # One row, no output array: the API's single-instance path.
+    acc = 0.0
+    for t in range(roots.shape[0]):
+        acc += value[_walk(x, feature, threshold, left, right, missing_left, roots[t])]
+    return acc
+
+
+def _expit_one(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
 
 
 def _expit(z: np.ndarray) -> np.ndarray:
@@ -130,15 +152,40 @@ class Trees:
         )
         return out
 
+    def sum_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        """`sum` for one row; `x32` is the same row as float32 (what sklearn's trees see)."""
+        return float(
+            _sum_one(
+                x32 if self.float32 else x,
+                self.feature,
+                self.threshold,
+                self.left,
+                self.right,
+                self.value,
+                self.missing_left,
+                self.roots,
+            )
+        )
+
 
 class Node:
-    """A compiled model node: gives P(death) and, where defined, a raw score."""
+    """A compiled model node: gives P(death) and, where defined, a raw score.
+
+    `proba_one`/`raw_one` score a single row with scalar arithmetic: the same
+    formulas as the vectorised methods, without their per-call array overhead.
+    """
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         raise PredictorError(f"{type(self).__name__} has no decision function")
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return float(self.proba(x.reshape(1, -1))[0])
+
+    def raw_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return float(self.raw(x.reshape(1, -1))[0])
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,9 @@ class Forest(Node):
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         return self.trees.sum(X) / len(self.trees.roots)
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return self.trees.sum_one(x, x32) / len(self.trees.roots)
 
 
 @dataclass(frozen=True)
@@ -159,6 +209,12 @@ class Boosting(Node):
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         return _expit(self.raw(X))
+
+    def raw_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return self.baseline + self.trees.sum_one(x, x32)
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return _expit_one(self.raw_one(x, x32))
 
 
 @dataclass(frozen=True)
@@ -186,6 +242,17 @@ class Voting(Node):
         stacked = np.stack([m.proba(X) for m in self.members])
         return np.average(stacked, axis=0, weights=self.weights)
 
+    def __post_init__(self) -> None:
+        pairs = tuple(zip(self.members, self.weights.tolist(), strict=True))
+        object.__setattr__(self, "_pairs", pairs)
+        object.__setattr__(self, "_total", float(self.weights.sum()))
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        total = 0.0
+        for member, weight in self._pairs:  # type: ignore[attr-defined]
+            total += weight * member.proba_one(x, x32)
+        return total / self._total  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
 class Calibrated(Node):
@@ -207,6 +274,16 @@ class Calibrated(Node):
         p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0
         return p
 
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        base = self.base
+        score = base.raw_one(x, x32) if self.response == "raw" else base.proba_one(x, x32)
+        if self.method == "sigmoid":
+            p = _expit_one(-(self.a * score + self.b))
+        else:
+            assert self.x is not None and self.y is not None
+            p = float(np.interp(score, self.x, self.y))
+        return 1.0 if 1.0 < p <= 1.0 + 1e-5 else p
+
 
 # ------------------------------------------------------------------ (de)serialise
 
@@ -217,16 +294,36 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
         parts = {f: arrays[f"{key}_{f}"] for f in TREE_FIELDS}
     except KeyError as exc:
         raise PredictorError(f"missing array {exc.args[0]}") from None
+    float32 = bool(spec["float32"])
+    index = {}
+    for f in ("feature", "left", "right", "roots"):
+        a = np.asarray(parts[f])
+        if a.dtype.kind not in "iu" or (a.size and (a.min() < INDEX_MIN or a.max() > INDEX_MAX)):
+            raise PredictorError(f"{key}_{f}: node indices must be 32-bit integers")
+        index[f] = np.ascontiguousarray(a, dtype=INDEX)
+    threshold = np.ascontiguousarray(parts["threshold"], dtype=np.float64)
     return Trees(
-        feature=np.ascontiguousarray(parts["feature"], dtype=np.intp),
-        threshold=np.ascontiguousarray(parts["threshold"], dtype=np.float64),
-        left=np.ascontiguousarray(parts["left"], dtype=np.intp),
-        right=np.ascontiguousarray(parts["right"], dtype=np.intp),
+        feature=index["feature"],
+        threshold=_float32_thresholds(threshold) if float32 else threshold,
+        left=index["left"],
+        right=index["right"],
         value=np.ascontiguousarray(parts["value"], dtype=np.float64),
         missing_left=np.ascontiguousarray(parts["missing_left"], dtype=np.bool_),
-        roots=np.ascontiguousarray(parts["roots"], dtype=np.intp),
-        float32=bool(spec["float32"]),
+        roots=index["roots"],
+        float32=float32,
     )
+
+
+def _float32_thresholds(threshold: np.ndarray) -> np.ndarray:
+    """float64 thresholds of trees that read float32 inputs, as float32 rounded down.
+
+    For a float32 value v, `v <= t` holds exactly when `v <= t32` with t32 the
+    largest float32 not above t; half the bytes keep more of the forest in cache.
+    """
+    t32 = threshold.astype(np.float32)
+    above = t32.astype(np.float64) > threshold
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
 
 
 def build_node(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_features: int) -> Node:
@@ -337,10 +434,11 @@ class FastPredictor:
         x = np.zeros((1, self._width))
         self.compiled.model.proba(x)
         self.compiled.model.proba(np.zeros((PARALLEL_MIN_ROWS, self._width)))
+        self.compiled.model.proba_one(x[0], x[0].astype(np.float32))
 
     def predict_one(self, row: Mapping[str, Any]) -> float:
-        x = self.row_encoder.encode(row).reshape(1, -1)
-        return float(self.compiled.model.proba(x)[0])
+        x = self.row_encoder.encode(row)
+        return self.compiled.model.proba_one(x, x.astype(np.float32))
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         X = np.zeros((len(rows), self._width))

@@ -22,6 +22,7 @@ from treesurv import __version__
 from treesurv.serving import errors, oip, routes
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, Instrument
+from treesurv.serving.schemas import Instance, PredictionRequest
 from treesurv.serving.settings import Settings
 from treesurv.serving.state import ModelState
 
@@ -84,9 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 description=app.description,
                 routes=app.routes,
             )
+            # Routes that parse their own body (routes.parse) reference these models.
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in (PredictionRequest, Instance):
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(doc.pop("$defs", {}))
+                schemas[model.__name__] = doc
             # The batch limit is a setting, so it is added to the schema here.
-            request = spec["components"]["schemas"].get("PredictionRequest", {})
-            request.get("properties", {}).get("instances", {})["maxItems"] = settings.max_batch
+            schemas["PredictionRequest"]["properties"]["instances"]["maxItems"] = settings.max_batch
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -120,7 +120,7 @@ def describe(
         field = "body"
         allowed = "a valid JSON document"
         reason = ctx.get("error", "cannot be parsed")
-        msg = f"malformed JSON at position {_position(error)}: {reason}"
+        msg = f"malformed JSON: {reason}"
         shown = None
     elif kind in OBJECT_PROBLEMS:
         allowed = (
@@ -143,11 +143,6 @@ def describe(
         "type": kind,
         "loc": loc,
     }
-
-
-def _position(error: Mapping[str, Any]) -> Any:
-    loc = error.get("loc", ())
-    return loc[-1] if loc and isinstance(loc[-1], int) else "?"
 
 
 def describe_all(errors: Iterable[Mapping[str, Any]], **options: Any) -> list[dict[str, Any]]:

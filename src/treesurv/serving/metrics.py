@@ -94,6 +94,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._endpoints: dict[str, Any] = {}
         self._served: tuple[str, str] | None = None
 
     def request_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
@@ -117,7 +118,10 @@ class Metrics:
         for p in probabilities:
             observe(p)
             n += 1
-        self.predictions.labels(endpoint).inc(n)
+        counter = self._endpoints.get(endpoint)
+        if counter is None:
+            counter = self._endpoints[endpoint] = self.predictions.labels(endpoint)
+        counter.inc(n)
 
     def serving(self, name: str, version: str) -> None:
         if self._served is not None and self._served != (name, version):
