@@ -29,6 +29,7 @@ SPEC_FILE = "predictor.json"
 ARRAYS_FILE = "predictor.npz"
 FORMAT = "treesurv-compiled/1"
 PARALLEL_MIN_ROWS = 2048
+BLOCK_ROWS = 1024
 # Compact node arrays: 32-bit indices (and float32 thresholds for trees that see
 # float32 inputs) halve the bytes a walk touches; single rows run cache-cold in a
 # busy server, where that matters more than the arithmetic.
@@ -68,11 +69,19 @@ def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, o
 
 @njit(cache=True, nogil=True, parallel=True)
 def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, out):
-    for i in prange(X.shape[0]):
-        acc = 0.0
+    # Blocks of rows in parallel; inside a block tree by tree, so one small tree
+    # stays in L1 while it sees every row of the block. Each row still adds its
+    # trees in order: the sums equal `_sum_trees` bit for bit.
+    n = X.shape[0]
+    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        lo = b * BLOCK_ROWS
+        hi = min(n, lo + BLOCK_ROWS)
+        for i in range(lo, hi):
+            out[i] = 0.0
         for t in range(roots.shape[0]):
-            acc += value[_walk(X[i], feature, threshold, left, right, missing_left, roots[t])]
-        out[i] = acc
+            root = roots[t]
+            for i in range(lo, hi):
+                out[i] += value[_walk(X[i], feature, threshold, left, right, missing_left, root)]
 
 
 @njit(cache=True, nogil=True)
