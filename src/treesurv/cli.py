@@ -267,14 +267,18 @@ def _print_issues(result: Any) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    host: Annotated[
+        str, typer.Option(envvar="TREESURV_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, envvar="TREESURV_PORT", help="Port.")
+    ] = 8000,
     workers: Annotated[
         int, typer.Option(min=1, envvar="WEB_CONCURRENCY", help="Worker processes.")
     ] = 1,
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="Model bundle directory [default: TREESURV_MODEL_DIR]."),
+        typer.Option("--model", help="Model bundle directory (default: $TREESURV_MODEL_DIR, else models/tree-survival)."),
     ] = None,
     server: Annotated[
         str, typer.Option(help="auto: uvicorn for 1 worker, gunicorn for more; or force one.")
