@@ -278,7 +278,11 @@ def serve(
     ] = 1,
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="Model bundle directory (default: $TREESURV_MODEL_DIR, else models/tree-survival)."),
+        typer.Option(
+            "--model",
+            help="Model bundle directory (default: $TREESURV_MODEL_DIR, else "
+            "models/tree-survival).",
+        ),
     ] = None,
     server: Annotated[
         str, typer.Option(help="auto: uvicorn for 1 worker, gunicorn for more; or force one.")
