@@ -46,29 +46,33 @@ class PredictorError(Exception):
 
 
 @njit(cache=True, nogil=True)
-def _walk(x, feature, threshold, left, right, missing_left, node):
-    while left[node] != -1:
-        v = x[feature[node]]
+def _walk(x, feature, threshold, right, missing_left, node):
+    # Nodes are in depth-first order (see Trees.depth_first): the left child of
+    # `node` is `node + 1`, the next bytes in memory; a leaf has feature -1.
+    f = feature[node]
+    while f >= 0:
+        v = x[f]
         if v != v:
-            node = left[node] if missing_left[node] else right[node]
+            node = node + 1 if missing_left[node] else right[node]
         elif v <= threshold[node]:
-            node = left[node]
+            node += 1
         else:
             node = right[node]
+        f = feature[node]
     return node
 
 
 @njit(cache=True, nogil=True)
-def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, out):
+def _sum_trees(X, feature, threshold, right, value, missing_left, roots, out):
     for i in range(X.shape[0]):
         acc = 0.0
         for t in range(roots.shape[0]):
-            acc += value[_walk(X[i], feature, threshold, left, right, missing_left, roots[t])]
+            acc += value[_walk(X[i], feature, threshold, right, missing_left, roots[t])]
         out[i] = acc
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, out):
+def _sum_trees_parallel(X, feature, threshold, right, value, missing_left, roots, out):
     # Blocks of rows in parallel; inside a block tree by tree, so one small tree
     # stays in L1 while it sees every row of the block. Each row still adds its
     # trees in order: the sums equal `_sum_trees` bit for bit.
@@ -81,15 +85,15 @@ def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left,
         for t in range(roots.shape[0]):
             root = roots[t]
             for i in range(lo, hi):
-                out[i] += value[_walk(X[i], feature, threshold, left, right, missing_left, root)]
+                out[i] += value[_walk(X[i], feature, threshold, right, missing_left, root)]
 
 
 @njit(cache=True, nogil=True)
-def _sum_one(x, feature, threshold, left, right, value, missing_left, roots):
+def _sum_one(x, feature, threshold, right, value, missing_left, roots):
     # One row, no output array: the API's single-instance path.
     acc = 0.0
     for t in range(roots.shape[0]):
-        acc += value[_walk(x, feature, threshold, left, right, missing_left, roots[t])]
+        acc += value[_walk(x, feature, threshold, right, missing_left, roots[t])]
     return acc
 
 
@@ -144,6 +148,52 @@ class Trees:
         if np.any(self.left[inner] <= idx) or np.any(self.right[inner] <= idx):
             raise PredictorError(f"{name}: tree nodes are not in topological order")
 
+    def depth_first(self) -> Trees:
+        """The same trees laid out for the kernels: nodes in depth-first order, so
+        that a left child sits right after its parent (scikit-learn's own trees
+        already are), and feature -1 on leaves. Call after `check`."""
+        n = len(self.feature)
+        inner = self.left != -1
+        parents = np.flatnonzero(inner)
+        if np.all(self.left[inner] == parents + 1):
+            order = None
+        else:
+            visited: list[int] = []
+            left, right = self.left.tolist(), self.right.tolist()
+            for root in self.roots.tolist():
+                stack = [root]
+                while stack:
+                    node = stack.pop()
+                    visited.append(node)
+                    if left[node] != -1:
+                        stack += (right[node], left[node])
+                    if len(visited) > n:
+                        raise PredictorError("a tree node has two parents")
+            order = np.asarray(visited, dtype=np.intp)
+        if order is None:
+            feature, threshold, value = self.feature, self.threshold, self.value
+            left, right, missing_left, roots = self.left, self.right, self.missing_left, self.roots
+        else:
+            position = np.full(n, -1, dtype=np.intp)
+            position[order] = np.arange(len(order))
+            old_left, old_right = self.left[order], self.right[order]
+            leaf = old_left == -1
+            left = np.where(leaf, -1, position[np.maximum(old_left, 0)]).astype(INDEX)
+            right = np.where(leaf, -1, position[np.maximum(old_right, 0)]).astype(INDEX)
+            feature, threshold = self.feature[order], self.threshold[order]
+            value, missing_left = self.value[order], self.missing_left[order]
+            roots = position[self.roots].astype(INDEX)
+        return Trees(
+            feature=np.ascontiguousarray(np.where(left == -1, -1, feature), dtype=INDEX),
+            threshold=np.ascontiguousarray(threshold),
+            left=np.ascontiguousarray(left, dtype=INDEX),
+            right=np.ascontiguousarray(right, dtype=INDEX),
+            value=np.ascontiguousarray(value),
+            missing_left=np.ascontiguousarray(missing_left),
+            roots=np.ascontiguousarray(roots, dtype=INDEX),
+            float32=self.float32,
+        )
+
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         out = np.empty(X.shape[0])
@@ -152,7 +202,6 @@ class Trees:
             X,
             self.feature,
             self.threshold,
-            self.left,
             self.right,
             self.value,
             self.missing_left,
@@ -168,7 +217,6 @@ class Trees:
                 x32 if self.float32 else x,
                 self.feature,
                 self.threshold,
-                self.left,
                 self.right,
                 self.value,
                 self.missing_left,
@@ -340,11 +388,11 @@ def build_node(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_feat
     if kind == "forest":
         trees = _trees(spec, arrays)
         trees.check(n_features, spec["trees"])
-        return Forest(trees)
+        return Forest(trees.depth_first())
     if kind == "boosting":
         trees = _trees(spec, arrays)
         trees.check(n_features, spec["trees"])
-        return Boosting(trees, float(spec["baseline"]))
+        return Boosting(trees.depth_first(), float(spec["baseline"]))
     if kind == "linear":
         coef = np.asarray(arrays[spec["coef"]], dtype=float)
         if coef.shape != (n_features,):
