@@ -48,16 +48,17 @@ class PredictorError(Exception):
 @njit(cache=True, nogil=True)
 def _walk(x, feature, threshold, right, missing_left, node):
     # Nodes are in depth-first order (see Trees.depth_first): the left child of
-    # `node` is `node + 1`, the next bytes in memory; a leaf has feature -1.
+    # `node` is `node + 1`, the next bytes in memory, the right one is
+    # `node + right[node]`; a leaf has feature -1.
     f = feature[node]
     while f >= 0:
         v = x[f]
         if v != v:
-            node = node + 1 if missing_left[node] else right[node]
+            node = node + 1 if missing_left[node] else node + right[node]
         elif v <= threshold[node]:
             node += 1
         else:
-            node = right[node]
+            node = node + right[node]
         f = feature[node]
     return node
 
@@ -151,7 +152,8 @@ class Trees:
     def depth_first(self) -> Trees:
         """The same trees laid out for the kernels: nodes in depth-first order, so
         that a left child sits right after its parent (scikit-learn's own trees
-        already are), and feature -1 on leaves. Call after `check`."""
+        already are), feature -1 on leaves, and `right` the offset from a node to
+        its right child. Call after `check`."""
         n = len(self.feature)
         inner = self.left != -1
         parents = np.flatnonzero(inner)
@@ -183,11 +185,15 @@ class Trees:
             feature, threshold = self.feature[order], self.threshold[order]
             value, missing_left = self.value[order], self.missing_left[order]
             roots = position[self.roots].astype(INDEX)
+        # The narrowest types that hold them: fewer bytes per node, more of the
+        # forest in cache (a busy server walks single rows cache-cold).
+        leaf = left == -1
+        offset = np.where(leaf, 0, right.astype(np.int64) - np.arange(len(right)))
         return Trees(
-            feature=np.ascontiguousarray(np.where(left == -1, -1, feature), dtype=INDEX),
+            feature=np.where(leaf, -1, feature).astype(_narrow(feature)),
             threshold=np.ascontiguousarray(threshold),
             left=np.ascontiguousarray(left, dtype=INDEX),
-            right=np.ascontiguousarray(right, dtype=INDEX),
+            right=offset.astype(_narrow(offset)),
             value=np.ascontiguousarray(value),
             missing_left=np.ascontiguousarray(missing_left),
             roots=np.ascontiguousarray(roots, dtype=INDEX),
@@ -369,6 +375,14 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
         roots=index["roots"],
         float32=float32,
     )
+
+
+def _narrow(values: np.ndarray) -> type[np.signedinteger[Any]]:
+    top = int(np.max(np.abs(values), initial=0))
+    for kind in (np.int8, np.int16):
+        if top < np.iinfo(kind).max:
+            return kind
+    return INDEX
 
 
 def _float32_thresholds(threshold: np.ndarray) -> np.ndarray:

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model = state
+    app.include_router(routes.hot)
     app.include_router(routes.router)
     app.include_router(oip.router)
 
