@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from treesurv.predictor import CompiledModel
 OnError = Literal["fail", "skip"]
 OUTPUT_COLUMNS = ("death_probability", "predicted_event", "model_version")
 MAX_REPORTED = 1000
-DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_CHUNK_ROWS = 50_000
 
 
 class BatchError(Exception):
@@ -101,7 +102,9 @@ def input_size(path: Path) -> int:
 
 
 def _scored(chunk: pd.DataFrame, proba: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
-    out = chunk.drop(columns=[c for c in OUTPUT_COLUMNS if c in chunk.columns])
+    # A shallow copy: the input columns are shared, not duplicated, in memory.
+    out = chunk.copy(deep=False)
+    out = out[[c for c in out.columns if c not in OUTPUT_COLUMNS]]
     out["death_probability"] = proba
     out["predicted_event"] = (proba >= threshold).astype(np.int8)
     out["model_version"] = version
@@ -171,6 +174,18 @@ def score_file(
     rejects = _Writer(rejects_path(output)) if on_error == "skip" else None
     features = list(compiled.features)
     line = 2  # first data line of a CSV (the header is line 1)
+    # One chunk is scored in a worker thread (the kernels release the GIL) while
+    # this thread writes the previous one and reads and validates the next.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="treesurv-score")
+    pending: tuple[Future[np.ndarray], pd.DataFrame] | None = None
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            future, keep = pending
+            pending = None
+            writer.write(_scored(keep, future.result(), bundle.threshold, bundle.version))
+
     try:
         for chunk in _chunks(source, chunk_rows, progress):
             if result.rows == 0:
@@ -208,9 +223,11 @@ def score_file(
                 # Parquet has types: the model's numeric inputs go out as numbers.
                 keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
             if len(keep):
-                proba = compiled.proba_columns(clean[features])
-                writer.write(_scored(keep, proba, bundle.threshold, bundle.version))
+                future = pool.submit(compiled.proba_columns, clean[features])
+                flush()
+                pending = (future, keep)
                 result.scored += len(keep)
+        flush()
         if result.issue_count and on_error == "fail":
             raise BatchError(
                 f"{source}: {result.issue_count} problem(s); nothing was written", result
@@ -227,6 +244,8 @@ def score_file(
         if rejects is not None:
             rejects.abort()
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return result
 
 

@@ -197,7 +197,7 @@ def predict(
             help="fail: write nothing if any row is bad; skip: score the good rows, list the rest."
         ),
     ] = "fail",
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score a file: every input column kept, death_probability, predicted_event and

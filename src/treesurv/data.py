@@ -307,8 +307,11 @@ def _fmt(value: Any) -> str:
 
 
 def coerce(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame:
-    """Typed copy of the model columns; cells that do not parse become missing."""
-    out = frame.copy()
+    """Typed copy of the model columns; cells that do not parse become missing.
+
+    The other columns are shared with `frame` (a shallow copy): every column
+    changed here is replaced, never written into."""
+    out = frame.copy(deep=False)
     for f in schema.FEATURES:
         if f.name not in out.columns:
             continue
