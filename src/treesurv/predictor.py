@@ -200,35 +200,21 @@ class Trees:
             float32=self.float32,
         )
 
+    @property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """What the kernels read, in their argument order."""
+        return (self.feature, self.threshold, self.right, self.value, self.missing_left, self.roots)
+
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         out = np.empty(X.shape[0])
-        kernel = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
-        kernel(
-            X,
-            self.feature,
-            self.threshold,
-            self.right,
-            self.value,
-            self.missing_left,
-            self.roots,
-            out,
-        )
+        kernel: Any = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
+        kernel(X, *self._arrays, out)
         return out
 
     def sum_one(self, x: np.ndarray, x32: np.ndarray) -> float:
         """`sum` for one row; `x32` is the same row as float32 (what sklearn's trees see)."""
-        return float(
-            _sum_one(
-                x32 if self.float32 else x,
-                self.feature,
-                self.threshold,
-                self.right,
-                self.value,
-                self.missing_left,
-                self.roots,
-            )
-        )
+        return float(_sum_one(x32 if self.float32 else x, *self._arrays))
 
 
 class Node:
