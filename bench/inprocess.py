@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -90,39 +89,87 @@ def batch(compiled: Any, pipeline: Any, clean: pd.DataFrame, n: int) -> dict[str
     return out
 
 
-def file_scoring(raw: pd.DataFrame, model: Path, n: int, tmp: Path) -> dict[str, Any]:
-    """`treesurv predict` on a resampled CSV of n rows: wall time and peak RSS."""
-    src, dst = tmp / "big.csv", tmp / "big_scored.csv"
-    resampled(raw, n, seed=1).to_csv(src, index=False)
-    size = src.stat().st_size
+def _peak_rss_kib(pid: int) -> int:
+    """VmHWM: the peak resident set of the running process (after its exec)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def file_scoring(src: Path, model: Path, n: int) -> dict[str, Any]:
+    """`treesurv predict` on a CSV of n rows: wall and CPU time per row, peak RSS."""
+    dst = src.with_name("scored.csv")
     cmd = [str(BIN / "treesurv"), "predict", str(src), "-o", str(dst), "--model", str(model), "-q"]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(cmd, cwd=src.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _peak_rss_kib(proc.pid))
+        time.sleep(0.05)
     elapsed = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    _, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"treesurv predict failed: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        raise RuntimeError(f"treesurv predict failed: {err.decode()[-2000:]}")
     with dst.open() as fh:
         lines = sum(1 for _ in fh) - 1
     if lines != n:
         raise RuntimeError(f"expected {n} scored rows, found {lines}")
-    return {
-        "rows": n,
-        "input_mib": size / 2**20,
-        "seconds": elapsed,
-        "us_per_row": elapsed / n * 1e6,
-        "rows_per_s": n / elapsed,
-        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: kilobytes
-    }
+    dst.unlink()
+    return {"seconds": elapsed, "us_per_row": elapsed / n * 1e6, "peak_rss_mib": peak / 1024}
 
 
-def sklearn_per_row(pipeline: Any, raw: pd.DataFrame, n: int) -> float:
-    """Raw predict_proba on n resampled, already-parsed rows: microseconds per row."""
-    rows, _ = data.validate(resampled(raw, n, seed=1), "bench", data.SCORING)
+def sklearn_per_row(pipeline: Any, rows: pd.DataFrame) -> tuple[float, float]:
+    """Raw predict_proba on parsed rows: (wall, CPU) microseconds per row."""
+    cpu = time.process_time()
     t = time.perf_counter()
     pipeline.predict_proba(rows)
-    return (time.perf_counter() - t) / n * 1e6
+    wall = time.perf_counter() - t
+    return wall / len(rows) * 1e6, (time.process_time() - cpu) / len(rows) * 1e6
+
+
+def file_vs_sklearn(
+    raw: pd.DataFrame,
+    clean: pd.DataFrame,
+    model: Path,
+    pipeline: Any,
+    n: int,
+    sk_rows: int,
+    repeats: int,
+    tmp: Path,
+) -> dict[str, Any]:
+    """File scoring and raw predict_proba, alternated `repeats` times (the machine is
+    shared: medians of runs taken side by side are the fair comparison)."""
+    src = tmp / "big.csv"
+    resampled(raw, n, seed=1).to_csv(src, index=False)
+    # The same resampled rows (the first sk_rows of the file), parsed and typed.
+    rows = resampled(clean, min(sk_rows, n), seed=1) if pipeline is not None else None
+    files, walls, cpus = [], [], []
+    for _ in range(repeats):
+        if rows is not None:
+            wall, cpu = sklearn_per_row(pipeline, rows)
+            walls.append(wall)
+            cpus.append(cpu)
+        files.append(file_scoring(src, model, n))
+    out: dict[str, Any] = {
+        "rows": n,
+        "input_mib": src.stat().st_size / 2**20,
+        "runs": files,
+        "us_per_row": statistics.median(f["us_per_row"] for f in files),
+        "seconds": statistics.median(f["seconds"] for f in files),
+        "peak_rss_mib": max(f["peak_rss_mib"] for f in files),
+    }
+    out["rows_per_s"] = 1e6 / out["us_per_row"]
+    if walls:
+        out["sklearn_rows"] = len(rows) if rows is not None else 0
+        out["sklearn_predict_proba_us_per_row"] = statistics.median(walls)
+        out["sklearn_predict_proba_cpu_us_per_row"] = statistics.median(cpus)
+        out["sklearn_runs_us_per_row"] = walls
+        out["speedup_vs_sklearn"] = out["sklearn_predict_proba_us_per_row"] / out["us_per_row"]
+    return out
 
 
 def run(
@@ -132,6 +179,7 @@ def run(
     rows: int,
     sk_rows: int,
     repeat: int = 20,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     bundle, compiled = load_verified(model)
     fast = FastPredictor(compiled)
@@ -145,17 +193,10 @@ def run(
     out: dict[str, Any] = {"model_version": bundle.version}
     out["single"] = single(fast, pipeline, clean, repeat)
     out["batch"] = batch(compiled, pipeline, clean, min(sk_rows, rows))
-    # Raw predict_proba is timed just before and just after the file run (the
-    # machine is shared: the mean of both is the fair reference).
-    before = sklearn_per_row(pipeline, raw, min(sk_rows, rows)) if pipeline is not None else None
     with tempfile.TemporaryDirectory(prefix="treesurv-bench-") as tmp:
-        out["file"] = file_scoring(raw, model, rows, Path(tmp))
-    if pipeline is not None and before is not None:
-        after = sklearn_per_row(pipeline, raw, min(sk_rows, rows))
-        us = (before + after) / 2
-        out["file"]["sklearn_predict_proba_us_per_row"] = us
-        out["file"]["sklearn_predict_proba_us_per_row_before_after"] = [before, after]
-        out["file"]["speedup_vs_sklearn"] = us / out["file"]["us_per_row"]
+        out["file"] = file_vs_sklearn(
+            raw, clean, model, pipeline, rows, sk_rows, repeats, Path(tmp)
+        )
     return out
 
 
@@ -179,14 +220,15 @@ def report(r: dict[str, Any]) -> str:
             f"(compiled x{b['speedup']:.1f}; max |diff| {b['max_abs_diff']:.1e})"
         )
     lines.append(
-        f"file: treesurv predict, {f['rows']:,} rows CSV ({f['input_mib']:.0f} MiB): "
-        f"{f['seconds']:.1f} s, {f['us_per_row']:.1f} µs/row, peak RSS {f['peak_rss_mib']:.0f} MiB"
+        f"file: treesurv predict, {f['rows']:,} rows CSV ({f['input_mib']:.0f} MiB), median of "
+        f"{len(f['runs'])}: {f['seconds']:.1f} s, {f['us_per_row']:.1f} µs/row, "
+        f"peak RSS {f['peak_rss_mib']:.0f} MiB"
     )
     if "sklearn_predict_proba_us_per_row" in f:
         lines.append(
-            f"  raw sklearn predict_proba ({min(f['rows'], 200_000):,} of the same rows, timed "
-            f"before and after): {f['sklearn_predict_proba_us_per_row']:.1f} µs/row "
-            f"(file scoring x{f['speedup_vs_sklearn']:.2f} as fast per row)"
+            f"  raw sklearn predict_proba ({f['sklearn_rows']:,} of the same rows, alternated "
+            f"with the file runs): {f['sklearn_predict_proba_us_per_row']:.1f} µs/row "
+            f"-> file scoring x{f['speedup_vs_sklearn']:.2f} as fast per row"
         )
     return "\n".join(lines)
 

@@ -104,7 +104,9 @@ def input_size(path: Path) -> int:
 def _scored(chunk: pd.DataFrame, proba: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
     # A shallow copy: the input columns are shared, not duplicated, in memory.
     out = chunk.copy(deep=False)
-    out = out[[c for c in out.columns if c not in OUTPUT_COLUMNS]]
+    stale = [c for c in OUTPUT_COLUMNS if c in out.columns]
+    if stale:
+        out = out.drop(columns=stale)
     out["death_probability"] = proba
     out["predicted_event"] = (proba >= threshold).astype(np.int8)
     out["model_version"] = version
@@ -192,8 +194,9 @@ def score_file(
                 missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
                 if missing:
                     raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
-            chunk = chunk.reset_index(drop=True)
-            parsed = chunk if data.is_parquet(source) else chunk.mask(chunk.isin(data.NA_VALUES))
+            chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
+            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+            parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
             # Clean chunks (the usual case) take the vectorised check; a chunk
             # with any problem goes through `validate` for its row-level report.
             fast = data.all_valid(parsed)
@@ -216,7 +219,6 @@ def score_file(
             line += len(chunk)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
-            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
             base = parsed if text_to_parquet else chunk
             keep = base.iloc[clean.index.to_numpy()] if issues else base
             if text_to_parquet:
@@ -247,6 +249,17 @@ def score_file(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return result
+
+
+def _na_masked(chunk: pd.DataFrame, every_column: bool) -> pd.DataFrame:
+    """Missing-value tokens ("NA", "") as missing: in the model's columns for
+    validation, in every column when the output is typed (Parquet)."""
+    columns = list(chunk.columns) if every_column else list(schema.FEATURE_NAMES)
+    out = chunk.copy(deep=False)
+    for c in columns:
+        col = chunk[c]
+        out[c] = col.mask(col.isin(data.NA_VALUES))
+    return out
 
 
 def _shift(issue: data.RowIssue, offset: int) -> data.RowIssue:
