@@ -57,7 +57,10 @@ format: setup ## Format and fix what ruff can
 	$(BIN)/ruff check --fix src tests $(wildcard bench)
 	$(BIN)/ruff format src tests $(wildcard bench)
 
-bench: setup ## Run the benchmarks in bench/
+bench: pipeline ## Run the benchmarks in bench/ (HTTP load with wrk, in-process, 1M-row file)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py
 
 clean: ## Remove the venv and caches (not the data or DVC cache)

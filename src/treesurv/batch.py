@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from treesurv.predictor import CompiledModel
 OnError = Literal["fail", "skip"]
 OUTPUT_COLUMNS = ("death_probability", "predicted_event", "model_version")
 MAX_REPORTED = 1000
-DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_CHUNK_ROWS = 50_000
 
 
 class BatchError(Exception):
@@ -101,7 +102,11 @@ def input_size(path: Path) -> int:
 
 
 def _scored(chunk: pd.DataFrame, proba: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
-    out = chunk.drop(columns=[c for c in OUTPUT_COLUMNS if c in chunk.columns])
+    # A shallow copy: the input columns are shared, not duplicated, in memory.
+    out = chunk.copy(deep=False)
+    stale = [c for c in OUTPUT_COLUMNS if c in out.columns]
+    if stale:
+        out = out.drop(columns=stale)
     out["death_probability"] = proba
     out["predicted_event"] = (proba >= threshold).astype(np.int8)
     out["model_version"] = version
@@ -171,16 +176,35 @@ def score_file(
     rejects = _Writer(rejects_path(output)) if on_error == "skip" else None
     features = list(compiled.features)
     line = 2  # first data line of a CSV (the header is line 1)
+    # One chunk is scored in a worker thread (the kernels release the GIL) while
+    # this thread writes the previous one and reads and validates the next.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="treesurv-score")
+    pending: tuple[Future[np.ndarray], pd.DataFrame] | None = None
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            future, keep = pending
+            pending = None
+            writer.write(_scored(keep, future.result(), bundle.threshold, bundle.version))
+
     try:
         for chunk in _chunks(source, chunk_rows, progress):
             if result.rows == 0:
                 missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
                 if missing:
                     raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
-            chunk = chunk.reset_index(drop=True)
-            parsed = chunk if data.is_parquet(source) else chunk.mask(chunk.isin(data.NA_VALUES))
-            clean, report = data.validate(parsed, str(source), data.SCORING)
-            issues = [_shift(i, line - 2) for i in report.issues]
+            chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
+            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+            parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
+            # Clean chunks (the usual case) take the vectorised check; a chunk
+            # with any problem goes through `validate` for its row-level report.
+            fast = data.all_valid(parsed)
+            if fast is not None:
+                clean, issues = fast, []
+            else:
+                clean, report = data.validate(parsed, str(source), data.SCORING)
+                issues = [_shift(i, line - 2) for i in report.issues]
             result.rows += len(chunk)
             if issues:
                 result.note(issues)
@@ -195,16 +219,17 @@ def score_file(
             line += len(chunk)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
-            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
             base = parsed if text_to_parquet else chunk
             keep = base.iloc[clean.index.to_numpy()] if issues else base
             if text_to_parquet:
                 # Parquet has types: the model's numeric inputs go out as numbers.
                 keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
             if len(keep):
-                proba = compiled.proba_columns(clean[features])
-                writer.write(_scored(keep, proba, bundle.threshold, bundle.version))
+                future = pool.submit(compiled.proba_columns, clean[features])
+                flush()
+                pending = (future, keep)
                 result.scored += len(keep)
+        flush()
         if result.issue_count and on_error == "fail":
             raise BatchError(
                 f"{source}: {result.issue_count} problem(s); nothing was written", result
@@ -221,7 +246,20 @@ def score_file(
         if rejects is not None:
             rejects.abort()
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return result
+
+
+def _na_masked(chunk: pd.DataFrame, every_column: bool) -> pd.DataFrame:
+    """Missing-value tokens ("NA", "") as missing: in the model's columns for
+    validation, in every column when the output is typed (Parquet)."""
+    columns = list(chunk.columns) if every_column else list(schema.FEATURE_NAMES)
+    out = chunk.copy(deep=False)
+    for c in columns:
+        col = chunk[c]
+        out[c] = col.mask(col.isin(data.NA_VALUES))
+    return out
 
 
 def _shift(issue: data.RowIssue, offset: int) -> data.RowIssue:

@@ -197,7 +197,7 @@ def predict(
             help="fail: write nothing if any row is bad; skip: score the good rows, list the rest."
         ),
     ] = "fail",
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score a file: every input column kept, death_probability, predicted_event and
@@ -260,6 +260,44 @@ def _print_issues(result: Any) -> None:
     print_report(report)
     if result.issue_count > len(result.issues):
         err.print(f"({result.issue_count} problems in all; the first {len(result.issues)} shown)")
+
+
+# -------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="TREESURV_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, envvar="TREESURV_PORT", help="Port.")
+    ] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, envvar="WEB_CONCURRENCY", help="Worker processes.")
+    ] = 1,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Model bundle directory (default: $TREESURV_MODEL_DIR, else "
+            "models/tree-survival).",
+        ),
+    ] = None,
+    server: Annotated[
+        str, typer.Option(help="auto: uvicorn for 1 worker, gunicorn for more; or force one.")
+    ] = "auto",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the prediction API (see /docs once it runs)."""
+    from treesurv.serving.server import run as run_server
+
+    if server not in ("auto", "uvicorn", "gunicorn"):
+        raise fail("--server must be auto, uvicorn or gunicorn", 2)
+    try:
+        run_server(host, port, workers, model, server, access_log)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
 
 # -------------------------------------------------------------------- model

@@ -307,8 +307,11 @@ def _fmt(value: Any) -> str:
 
 
 def coerce(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame:
-    """Typed copy of the model columns; cells that do not parse become missing."""
-    out = frame.copy()
+    """Typed copy of the model columns; cells that do not parse become missing.
+
+    The other columns are shared with `frame` (a shallow copy): every column
+    changed here is replaced, never written into."""
+    out = frame.copy(deep=False)
     for f in schema.FEATURES:
         if f.name not in out.columns:
             continue
@@ -412,6 +415,40 @@ def validate(
     if report.valid_rows == 0 and not issues:
         report.fatal = "no usable rows"
     return clean, report
+
+
+def all_valid(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame | None:
+    """Fast vectorised check of the same rules as `validate`, for large clean files.
+
+    Returns the typed frame (what `validate` would return) when every row passes
+    every check, and None otherwise: the caller then runs `validate` for the
+    row-level report. It never accepts a row that `validate` would refuse: a cell
+    that does not parse, is out of range, is empty where required, or breaks a
+    category or cross-field rule fails here too. Ids and targets (training
+    files) are left to `validate`.
+    """
+    if options.require_id or options.require_target:
+        return None
+    if len(frame) == 0 or any(c not in frame.columns for c in schema.FEATURE_NAMES):
+        return None
+    typed = coerce(frame, options)
+    for f in schema.FEATURES:
+        raw, col = frame[f.name], typed[f.name]
+        if f.kind == "categorical":
+            if not col.isin(f.categories).all():
+                return None
+            continue
+        values = col.to_numpy(dtype=float)
+        missing = np.isnan(values)
+        # A cell that was given but did not parse is a type error, not a gap.
+        if (missing & raw.notna().to_numpy()).any() or (missing.any() and not f.nullable):
+            return None
+        present = values[~missing]
+        if ((present < f.minimum) | (present > f.maximum)).any():
+            return None
+    if not all(rule_mask(typed, rule).all() for rule in schema.RULES):
+        return None
+    return typed
 
 
 def validate_file(

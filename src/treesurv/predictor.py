@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ SPEC_FILE = "predictor.json"
 ARRAYS_FILE = "predictor.npz"
 FORMAT = "treesurv-compiled/1"
 PARALLEL_MIN_ROWS = 2048
+BLOCK_ROWS = 1024
+# Compact node arrays: 32-bit indices (and float32 thresholds for trees that see
+# float32 inputs) halve the bytes a walk touches; single rows run cache-cold in a
+# busy server, where that matters more than the arithmetic.
+INDEX = np.int32
+INDEX_MIN, INDEX_MAX = -(2**31), 2**31 - 1
 TREE_FIELDS = ("feature", "threshold", "left", "right", "value", "missing_left", "roots")
 
 
@@ -39,34 +46,63 @@ class PredictorError(Exception):
 
 
 @njit(cache=True, nogil=True)
-def _walk(x, feature, threshold, left, right, missing_left, node):
-    while left[node] != -1:
-        v = x[feature[node]]
+def _walk(x, feature, threshold, right, missing_left, node):
+    # Nodes are in depth-first order (see Trees.depth_first): the left child of
+    # `node` is `node + 1`, the next bytes in memory, the right one is
+    # `node + right[node]`; a leaf has feature -1.
+    f = feature[node]
+    while f >= 0:
+        v = x[f]
         if v != v:
-            node = left[node] if missing_left[node] else right[node]
+            node = node + 1 if missing_left[node] else node + right[node]
         elif v <= threshold[node]:
-            node = left[node]
+            node += 1
         else:
-            node = right[node]
+            node = node + right[node]
+        f = feature[node]
     return node
 
 
 @njit(cache=True, nogil=True)
-def _sum_trees(X, feature, threshold, left, right, value, missing_left, roots, out):
+def _sum_trees(X, feature, threshold, right, value, missing_left, roots, out):
     for i in range(X.shape[0]):
         acc = 0.0
         for t in range(roots.shape[0]):
-            acc += value[_walk(X[i], feature, threshold, left, right, missing_left, roots[t])]
+            acc += value[_walk(X[i], feature, threshold, right, missing_left, roots[t])]
         out[i] = acc
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, out):
-    for i in prange(X.shape[0]):
-        acc = 0.0
+def _sum_trees_parallel(X, feature, threshold, right, value, missing_left, roots, out):
+    # Blocks of rows in parallel; inside a block tree by tree, so one small tree
+    # stays in L1 while it sees every row of the block. Each row still adds its
+    # trees in order: the sums equal `_sum_trees` bit for bit.
+    n = X.shape[0]
+    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        lo = b * BLOCK_ROWS
+        hi = min(n, lo + BLOCK_ROWS)
+        for i in range(lo, hi):
+            out[i] = 0.0
         for t in range(roots.shape[0]):
-            acc += value[_walk(X[i], feature, threshold, left, right, missing_left, roots[t])]
-        out[i] = acc
+            root = roots[t]
+            for i in range(lo, hi):
+                out[i] += value[_walk(X[i], feature, threshold, right, missing_left, root)]
+
+
+@njit(cache=True, nogil=True)
+def _sum_one(x, feature, threshold, right, value, missing_left, roots):
+    # One row, no output array: the API's single-instance path.
+    acc = 0.0
+    for t in range(roots.shape[0]):
+        acc += value[_walk(x, feature, threshold, right, missing_left, roots[t])]
+    return acc
+
+
+def _expit_one(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
 
 
 def _expit(z: np.ndarray) -> np.ndarray:
@@ -113,32 +149,92 @@ class Trees:
         if np.any(self.left[inner] <= idx) or np.any(self.right[inner] <= idx):
             raise PredictorError(f"{name}: tree nodes are not in topological order")
 
+    def depth_first(self) -> Trees:
+        """The same trees laid out for the kernels: nodes in depth-first order, so
+        that a left child sits right after its parent (scikit-learn's own trees
+        already are), feature -1 on leaves, and `right` the offset from a node to
+        its right child. Call after `check`."""
+        n = len(self.feature)
+        inner = self.left != -1
+        parents = np.flatnonzero(inner)
+        if np.all(self.left[inner] == parents + 1):
+            order = None
+        else:
+            visited: list[int] = []
+            left, right = self.left.tolist(), self.right.tolist()
+            for root in self.roots.tolist():
+                stack = [root]
+                while stack:
+                    node = stack.pop()
+                    visited.append(node)
+                    if left[node] != -1:
+                        stack += (right[node], left[node])
+                    if len(visited) > n:
+                        raise PredictorError("a tree node has two parents")
+            order = np.asarray(visited, dtype=np.intp)
+        if order is None:
+            feature, threshold, value = self.feature, self.threshold, self.value
+            left, right, missing_left, roots = self.left, self.right, self.missing_left, self.roots
+        else:
+            position = np.full(n, -1, dtype=np.intp)
+            position[order] = np.arange(len(order))
+            old_left, old_right = self.left[order], self.right[order]
+            leaf = old_left == -1
+            left = np.where(leaf, -1, position[np.maximum(old_left, 0)]).astype(INDEX)
+            right = np.where(leaf, -1, position[np.maximum(old_right, 0)]).astype(INDEX)
+            feature, threshold = self.feature[order], self.threshold[order]
+            value, missing_left = self.value[order], self.missing_left[order]
+            roots = position[self.roots].astype(INDEX)
+        # The narrowest types that hold them: fewer bytes per node, more of the
+        # forest in cache (a busy server walks single rows cache-cold).
+        leaf = left == -1
+        offset = np.where(leaf, 0, right.astype(np.int64) - np.arange(len(right)))
+        return Trees(
+            feature=np.where(leaf, -1, feature).astype(_narrow(feature)),
+            threshold=np.ascontiguousarray(threshold),
+            left=np.ascontiguousarray(left, dtype=INDEX),
+            right=offset.astype(_narrow(offset)),
+            value=np.ascontiguousarray(value),
+            missing_left=np.ascontiguousarray(missing_left),
+            roots=np.ascontiguousarray(roots, dtype=INDEX),
+            float32=self.float32,
+        )
+
+    @property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """What the kernels read, in their argument order."""
+        return (self.feature, self.threshold, self.right, self.value, self.missing_left, self.roots)
+
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         out = np.empty(X.shape[0])
-        kernel = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
-        kernel(
-            X,
-            self.feature,
-            self.threshold,
-            self.left,
-            self.right,
-            self.value,
-            self.missing_left,
-            self.roots,
-            out,
-        )
+        kernel: Any = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
+        kernel(X, *self._arrays, out)
         return out
+
+    def sum_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        """`sum` for one row; `x32` is the same row as float32 (what sklearn's trees see)."""
+        return float(_sum_one(x32 if self.float32 else x, *self._arrays))
 
 
 class Node:
-    """A compiled model node: gives P(death) and, where defined, a raw score."""
+    """A compiled model node: gives P(death) and, where defined, a raw score.
+
+    `proba_one`/`raw_one` score a single row with scalar arithmetic: the same
+    formulas as the vectorised methods, without their per-call array overhead.
+    """
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         raise PredictorError(f"{type(self).__name__} has no decision function")
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return float(self.proba(x.reshape(1, -1))[0])
+
+    def raw_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return float(self.raw(x.reshape(1, -1))[0])
 
 
 @dataclass(frozen=True)
@@ -147,6 +243,9 @@ class Forest(Node):
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         return self.trees.sum(X) / len(self.trees.roots)
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return self.trees.sum_one(x, x32) / len(self.trees.roots)
 
 
 @dataclass(frozen=True)
@@ -159,6 +258,12 @@ class Boosting(Node):
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         return _expit(self.raw(X))
+
+    def raw_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return self.baseline + self.trees.sum_one(x, x32)
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        return _expit_one(self.raw_one(x, x32))
 
 
 @dataclass(frozen=True)
@@ -186,6 +291,17 @@ class Voting(Node):
         stacked = np.stack([m.proba(X) for m in self.members])
         return np.average(stacked, axis=0, weights=self.weights)
 
+    def __post_init__(self) -> None:
+        pairs = tuple(zip(self.members, self.weights.tolist(), strict=True))
+        object.__setattr__(self, "_pairs", pairs)
+        object.__setattr__(self, "_total", float(self.weights.sum()))
+
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        total = 0.0
+        for member, weight in self._pairs:  # type: ignore[attr-defined]
+            total += weight * member.proba_one(x, x32)
+        return total / self._total  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
 class Calibrated(Node):
@@ -207,6 +323,16 @@ class Calibrated(Node):
         p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0
         return p
 
+    def proba_one(self, x: np.ndarray, x32: np.ndarray) -> float:
+        base = self.base
+        score = base.raw_one(x, x32) if self.response == "raw" else base.proba_one(x, x32)
+        if self.method == "sigmoid":
+            p = _expit_one(-(self.a * score + self.b))
+        else:
+            assert self.x is not None and self.y is not None
+            p = float(np.interp(score, self.x, self.y))
+        return 1.0 if 1.0 < p <= 1.0 + 1e-5 else p
+
 
 # ------------------------------------------------------------------ (de)serialise
 
@@ -217,16 +343,44 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
         parts = {f: arrays[f"{key}_{f}"] for f in TREE_FIELDS}
     except KeyError as exc:
         raise PredictorError(f"missing array {exc.args[0]}") from None
+    float32 = bool(spec["float32"])
+    index = {}
+    for f in ("feature", "left", "right", "roots"):
+        a = np.asarray(parts[f])
+        if a.dtype.kind not in "iu" or (a.size and (a.min() < INDEX_MIN or a.max() > INDEX_MAX)):
+            raise PredictorError(f"{key}_{f}: node indices must be 32-bit integers")
+        index[f] = np.ascontiguousarray(a, dtype=INDEX)
+    threshold = np.ascontiguousarray(parts["threshold"], dtype=np.float64)
     return Trees(
-        feature=np.ascontiguousarray(parts["feature"], dtype=np.intp),
-        threshold=np.ascontiguousarray(parts["threshold"], dtype=np.float64),
-        left=np.ascontiguousarray(parts["left"], dtype=np.intp),
-        right=np.ascontiguousarray(parts["right"], dtype=np.intp),
+        feature=index["feature"],
+        threshold=_float32_thresholds(threshold) if float32 else threshold,
+        left=index["left"],
+        right=index["right"],
         value=np.ascontiguousarray(parts["value"], dtype=np.float64),
         missing_left=np.ascontiguousarray(parts["missing_left"], dtype=np.bool_),
-        roots=np.ascontiguousarray(parts["roots"], dtype=np.intp),
-        float32=bool(spec["float32"]),
+        roots=index["roots"],
+        float32=float32,
     )
+
+
+def _narrow(values: np.ndarray) -> type[np.signedinteger[Any]]:
+    top = int(np.max(np.abs(values), initial=0))
+    for kind in (np.int8, np.int16):
+        if top < np.iinfo(kind).max:
+            return kind
+    return INDEX
+
+
+def _float32_thresholds(threshold: np.ndarray) -> np.ndarray:
+    """float64 thresholds of trees that read float32 inputs, as float32 rounded down.
+
+    For a float32 value v, `v <= t` holds exactly when `v <= t32` with t32 the
+    largest float32 not above t; half the bytes keep more of the forest in cache.
+    """
+    t32 = threshold.astype(np.float32)
+    above = t32.astype(np.float64) > threshold
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
 
 
 def build_node(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_features: int) -> Node:
@@ -234,11 +388,11 @@ def build_node(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n_feat
     if kind == "forest":
         trees = _trees(spec, arrays)
         trees.check(n_features, spec["trees"])
-        return Forest(trees)
+        return Forest(trees.depth_first())
     if kind == "boosting":
         trees = _trees(spec, arrays)
         trees.check(n_features, spec["trees"])
-        return Boosting(trees, float(spec["baseline"]))
+        return Boosting(trees.depth_first(), float(spec["baseline"]))
     if kind == "linear":
         coef = np.asarray(arrays[spec["coef"]], dtype=float)
         if coef.shape != (n_features,):
@@ -337,10 +491,11 @@ class FastPredictor:
         x = np.zeros((1, self._width))
         self.compiled.model.proba(x)
         self.compiled.model.proba(np.zeros((PARALLEL_MIN_ROWS, self._width)))
+        self.compiled.model.proba_one(x[0], x[0].astype(np.float32))
 
     def predict_one(self, row: Mapping[str, Any]) -> float:
-        x = self.row_encoder.encode(row).reshape(1, -1)
-        return float(self.compiled.model.proba(x)[0])
+        x = self.row_encoder.encode(row)
+        return self.compiled.model.proba_one(x, x.astype(np.float32))
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         X = np.zeros((len(rows), self._width))

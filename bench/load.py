@@ -1,0 +1,262 @@
+"""HTTP load: the real service against a bare FastAPI app, side by side in one run.
+
+Both run as separate processes with the same uvicorn settings (one worker) and
+the same request model; the same load generator (wrk, or a Python async client
+when wrk is missing) hits each in turn, several rounds, one instance per request.
+Prints requests/s, p50 and p99 for each and the ratio real/bare.
+
+    python bench/load.py [--rounds 3] [--duration 10] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEFAULT_MODEL = ROOT / "models" / "tree-survival"
+PATH = "/v1/predictions"
+
+sys.path.insert(0, str(ROOT / "src"))
+from treesurv import schema  # noqa: E402
+
+BODY = json.dumps({"instances": [schema.EXAMPLE]})
+
+BARE = (
+    "import uvicorn; from treesurv.serving.server import uvicorn_options; "
+    "uvicorn.run('bench.bare_app:create_app', "
+    "**uvicorn_options('127.0.0.1', {port}, False, 'info'))"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, port: int, model: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TREESURV_WATCH_INTERVAL": "0"}
+    if kind == "real":
+        cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--model", str(model)]
+    else:
+        cmd = [sys.executable, "-c", BARE.format(port=port)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_ready(port, "/readyz" if kind == "real" else "/openapi.json", proc)
+    return proc
+
+
+def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ generators
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(port: int, duration: float, connections: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "errors": errors,
+        "requests": requests,
+    }
+
+
+def python_client(port: int, duration: float, connections: int) -> dict[str, Any]:
+    """Fallback generator (httpx, asyncio): weaker than wrk, same for both apps."""
+    import httpx
+
+    async def main() -> dict[str, Any]:
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + duration
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        headers = {"content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as c:
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    t = time.perf_counter()
+                    try:
+                        r = await c.post(PATH, content=BODY, headers=headers)
+                        ok = r.status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append(time.perf_counter() - t)
+                    errors += not ok
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            elapsed = time.perf_counter() - start
+        q = statistics.quantiles(latencies, n=100)
+        return {
+            "rps": len(latencies) / elapsed,
+            "p50_ms": q[49] * 1e3,
+            "p99_ms": q[98] * 1e3,
+            "errors": errors,
+            "requests": len(latencies),
+        }
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------------ run
+
+
+def run(
+    rounds: int, duration: float, connections: int, model: Path, generator: str = "auto"
+) -> dict[str, Any]:
+    use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    results: dict[str, list[dict[str, Any]]] = {"real": [], "bare": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(BODY)}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+
+        def load(port: int, seconds: float) -> dict[str, Any]:
+            if use_wrk:
+                return wrk(port, seconds, connections, script)
+            return python_client(port, seconds, connections)
+
+        try:
+            for kind in ("real", "bare"):
+                port = free_port()
+                servers[kind] = (start(kind, port, model), port)
+                load(port, min(2.0, duration))  # warm-up, not counted
+            for r in range(rounds):
+                # Alternate the order so neither app always runs on a warmer machine.
+                order = ("real", "bare") if r % 2 == 0 else ("bare", "real")
+                for kind in order:
+                    results[kind].append(load(servers[kind][1], duration))
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
+    summary: dict[str, Any] = {
+        "generator": "wrk" if use_wrk else "python-httpx",
+        "connections": connections,
+        "duration_s": duration,
+        "rounds": rounds,
+        "workers": 1,
+    }
+    for kind, runs in results.items():
+        summary[kind] = {
+            "rps": statistics.median(x["rps"] for x in runs),
+            "p50_ms": statistics.median(x["p50_ms"] for x in runs),
+            "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+            "errors": sum(x["errors"] for x in runs),
+            "requests": sum(x["requests"] for x in runs),
+            "rounds": runs,
+        }
+    summary["ratio"] = summary["real"]["rps"] / summary["bare"]["rps"]
+    return summary
+
+
+def report(summary: dict[str, Any]) -> str:
+    lines = [
+        f"HTTP load: {summary['generator']}, {summary['connections']} connections, "
+        f"1 worker, {summary['rounds']} x {summary['duration_s']:g}s per app (median of rounds)",
+        f"{'app':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}",
+    ]
+    for kind in ("real", "bare"):
+        s = summary[kind]
+        lines.append(
+            f"{kind:<6}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>8}"
+        )
+    lines.append(f"ratio real/bare: {summary['ratio']:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args()
+    summary = run(args.rounds, args.duration, args.connections, args.model, args.generator)
+    print(report(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

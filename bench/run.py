@@ -1,0 +1,53 @@
+"""`make bench`: the HTTP load comparison and the in-process figures, in one run.
+
+Writes `bench/results.json` (the figures the README quotes) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import inprocess, load
+
+RESULTS = Path(__file__).with_name("results.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    http = load.run(args.rounds, args.duration, 16, load.DEFAULT_MODEL)
+    print(load.report(http), flush=True)
+    local = inprocess.run(
+        inprocess.ROOT / "models" / "tree-survival",
+        inprocess.ROOT / "data" / "raw" / "Tree_Data.csv",
+        inprocess.ROOT / "models" / "model.skops",
+        args.rows,
+        200_000,
+    )
+    print(inprocess.report(local))
+    results = {
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": len(__import__("os").sched_getaffinity(0)),
+            "python": platform.python_version(),
+        },
+        "http": http,
+        "inprocess": local,
+    }
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a copy per request).
+
+`Instrument` times every HTTP request and counts it by route template and status;
+`BodyLimit` answers 413 to bodies above the limit, from the Content-Length header
+when there is one, or while streaming otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from treesurv.serving.metrics import UNMATCHED, Metrics
+
+
+class Instrument:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # The router stores the matched route in the scope; its template
+            # (not the raw path) keeps the label set small.
+            route = scope.get("route")
+            path = getattr(route, "path", None) or UNMATCHED
+            self.metrics.observe_request(path, scope["method"], status, time.perf_counter() - start)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None:
+            if length > self.max_bytes:
+                await self._refuse(send, length)
+                return
+            await self.app(scope, receive, send)  # the server enforces the declared length
+            return
+
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send, None)
+
+    async def _refuse(self, send: Send, length: int | None) -> None:
+        got = f"{length} bytes" if length is not None else "more"
+        body = orjson.dumps(
+            {
+                "detail": [
+                    {
+                        "field": "body",
+                        "value": length,
+                        "allowed": f"at most {self.max_bytes} bytes",
+                        "msg": f"request body too large: {got}; the limit is "
+                        f"{self.max_bytes} bytes (send fewer instances per request)",
+                        "type": "body_too_large",
+                        "loc": ["body"],
+                    }
+                ]
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    headers: Any = scope.get("headers", ())
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

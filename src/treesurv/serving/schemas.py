@@ -1,0 +1,153 @@
+"""Request and response models of the API, generated from `treesurv.schema`.
+
+`Instance` is built field by field from `schema.FEATURES`: categories become
+`Literal[...]`, ranges `ge`/`le`, and the cross-field rules run through
+`schema.rule_violations`. No category or range is written here a second time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticCustomError
+
+from treesurv import schema
+
+RULE_ERROR = "rule_violation"
+
+
+def _field(feature: schema.Feature) -> tuple[Any, Any]:
+    """The pydantic type and Field of one feature."""
+    common: dict[str, Any] = {"description": feature.description, "examples": [feature.example]}
+    if feature.kind == "categorical":
+        return Literal[feature.categories], Field(..., **common)
+    if feature.unit:
+        common["description"] = f"{feature.description} Unit: {feature.unit}."
+    number: dict[str, Any] = {
+        "ge": feature.minimum,
+        "le": feature.maximum,
+        "strict": True,  # a JSON number; "0.1" or true is a wrong type, not a value
+        "allow_inf_nan": False,
+    }
+    if feature.nullable:
+        return float | None, Field(None, **number, **common)
+    return float, Field(..., **number, **common)
+
+
+class _InstanceBase(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [schema.EXAMPLE]},
+    )
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Any:
+        broken = schema.rule_violations(self.__dict__)
+        if broken:
+            columns = sorted({c for rule in broken for c in rule.columns}, key=_order)
+            raise PydanticCustomError(
+                RULE_ERROR,
+                "{values}: {rules}",
+                {
+                    "columns": ",".join(columns),
+                    "values": ", ".join(f"{c}={self.__dict__[c]!r}" for c in columns),
+                    "rules": "; ".join(rule.message for rule in broken),
+                },
+            )
+        return self
+
+
+def _order(name: str) -> int:
+    return schema.FEATURE_NAMES.index(name)
+
+
+def _instance_model() -> type[BaseModel]:
+    fields = {f.name: _field(f) for f in schema.FEATURES}
+    return create_model(  # type: ignore[call-overload]
+        "Instance",
+        __base__=_InstanceBase,
+        __doc__="One seedling: the ten inputs of the model.",
+        **fields,
+    )
+
+
+if TYPE_CHECKING:
+    Instance: TypeAlias = _InstanceBase
+else:
+    Instance = _instance_model()
+
+
+class PredictionRequest(BaseModel):
+    """One to `max_batch` seedlings, answered in the same order."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"instances": [schema.EXAMPLE]}]}
+    )
+
+    instances: list[Instance] = Field(..., min_length=1)
+
+
+class Prediction(BaseModel):
+    death_probability: float = Field(description="P(the seedling dies), calibrated.")
+    survival_probability: float = Field(description="1 - death_probability.")
+    predicted_event: Literal[0, 1] = Field(
+        description="1 when death_probability reaches the model's decision threshold."
+    )
+
+
+class PredictionResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class LegacyResponse(BaseModel):
+    """The original API's answer: 1.0 when the seedling is predicted to die."""
+
+    Event: float = Field(description="1.0 (dies) or 0.0 (survives).", examples=[1.0])
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    created: str | None
+    decision_threshold: float
+    metrics: dict[str, Any]
+    feature_schema: dict[str, Any] = Field(
+        serialization_alias="schema", description="Features, categories, ranges and rules."
+    )
+    card: str = Field(description="The model card (Markdown).")
+    manifest: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str | None = None
+    reason: str | None = Field(None, description="Why the service is not ready.")
+    last_reload_error: str | None = Field(
+        None, description="The last refused bundle (the previous model kept serving)."
+    )
+
+
+class ReloadResult(BaseModel):
+    status: Literal["reloaded", "unchanged"]
+    model_version: str
+    previous_version: str | None
+
+
+class ErrorItem(BaseModel):
+    field: str = Field(description="Where the problem is, e.g. instances[0].Species.")
+    value: Any = Field(None, description="The value received (absent: null).")
+    allowed: str = Field(description="What would be accepted.")
+    msg: str
+    type: str
+    loc: list[str | int]
+
+
+class ErrorResponse(BaseModel):
+    detail: list[ErrorItem] | str

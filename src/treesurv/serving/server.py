@@ -1,0 +1,107 @@
+"""Run the service: uvicorn for one worker, gunicorn with uvicorn workers for more.
+
+Each worker process builds its own app (`create_app`), so the bundle is verified
+and the Numba kernels compiled per process at startup, never on a first request.
+The settings reach the workers through the environment (`TREESURV_*`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+APP_FACTORY = "treesurv.serving.app:create_app"
+WORKER_CLASS = "uvicorn_worker.UvicornWorker"  # uvicorn.workers is deprecated since 0.30
+ServerKind = Literal["auto", "uvicorn", "gunicorn"]
+
+
+def uvicorn_options(host: str, port: int, access_log: bool, log_level: str) -> dict[str, Any]:
+    """The uvicorn settings of a one-worker service (the benchmark reuses them)."""
+    return {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "lifespan": "on",
+        "loop": "auto",  # uvloop
+        "http": "auto",  # httptools
+    }
+
+
+def gunicorn_options(host: str, port: int, workers: int, access_log: bool) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": WORKER_CLASS,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "timeout": 60,  # a worker must boot (verify + compile) within this
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "control_socket_disable": True,  # no socket under $HOME (read-only images)
+        "child_exit": _child_exit,
+        # Workers get their own tmp heartbeat files: fine on a read-only root
+        # filesystem with a writable /tmp.
+        "worker_tmp_dir": tempfile.gettempdir(),
+    }
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    # prometheus-client multiprocess mode: drop the gauges of a dead worker.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    model_dir: Path | None = None,
+    server: ServerKind = "auto",
+    access_log: bool = False,
+    log_level: str = "info",
+) -> None:
+    if model_dir is not None:
+        os.environ["TREESURV_MODEL_DIR"] = str(model_dir)
+    if server == "uvicorn" or (server == "auto" and workers == 1):
+        if workers != 1:
+            raise ValueError("uvicorn runs one worker here; use --server gunicorn for more")
+        import uvicorn
+
+        uvicorn.run(APP_FACTORY, **uvicorn_options(host, port, access_log, log_level))
+        return
+    _run_gunicorn(gunicorn_options(host, port, workers, access_log) | {"loglevel": log_level})
+
+
+def _run_gunicorn(options: dict[str, Any]) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    own_dir = None
+    if options["workers"] > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes: metrics are aggregated through files (set before any
+        # worker imports prometheus-client).
+        own_dir = tempfile.mkdtemp(prefix="treesurv-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from treesurv.serving.app import create_app
+
+            return create_app()
+
+    try:
+        Application().run()
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)

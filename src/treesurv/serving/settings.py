@@ -1,0 +1,55 @@
+"""The service's settings: one pydantic-settings class, read from `TREESURV_*`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from treesurv.config import DEFAULT_PATHS
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (prefix `TREESURV_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TREESURV_", extra="ignore")
+
+    model_dir: Path = Field(
+        DEFAULT_PATHS.bundle, description="Model bundle directory served (and watched)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key for the admin endpoints (never logged)."
+    )
+    api_key_file: Path | None = Field(
+        None, description="File holding the admin key (e.g. a mounted secret)."
+    )
+    max_batch: int = Field(1000, ge=1, description="Most instances in one request.")
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    watch_interval: float = Field(
+        2.0, ge=0, description="Seconds between checks of the bundle's manifest; 0 disables."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (none by default)."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    def admin_key(self) -> str | None:
+        """The admin key from the environment or its file; None disables the admin API."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_file is not None:
+            try:
+                key = self.api_key_file.read_text().strip()
+            except OSError:
+                return None
+            return key or None
+        return None

@@ -1,0 +1,171 @@
+"""The model being served, swapped atomically on reload.
+
+`ModelState.current` is one immutable `Served` object. A request reads it once
+and keeps that reference, so a request in flight finishes on the model it
+started with even if a reload swaps in another one meanwhile. A reload verifies
+and warms up the new bundle completely before the swap; a bundle that fails is
+refused, the old model keeps serving, and the failure is logged, shown by
+`/readyz` and counted in `/metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from treesurv.bundle import MANIFEST, Bundle, BundleError, load_verified
+from treesurv.predictor import FastPredictor
+from treesurv.serving.metrics import Metrics
+
+log = logging.getLogger("treesurv.serving")
+
+Fingerprint = tuple[int, int, int, int]
+
+
+def fingerprint(model_dir: Path) -> Fingerprint | None:
+    """Identity of the bundle on disk: a bundle renamed into place changes it."""
+    try:
+        d = os.stat(model_dir)
+        m = os.stat(model_dir / MANIFEST)
+    except OSError:
+        return None
+    return (d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A verified bundle and its warmed-up predictor."""
+
+    bundle: Bundle
+    predictor: FastPredictor
+    fingerprint: Fingerprint | None
+    loaded_at: float
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def digest(self) -> str:
+        return str(self.bundle.manifest.get("digest"))
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    status: Literal["reloaded", "unchanged", "refused"]
+    served: Served | None
+    previous_version: str | None
+    error: str | None = None
+
+
+class ModelState:
+    """Holds the served model; loads, verifies and swaps bundles from `model_dir`."""
+
+    def __init__(self, model_dir: Path, metrics: Metrics) -> None:
+        self.model_dir = Path(model_dir)
+        self.metrics = metrics
+        self.current: Served | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._failed: Fingerprint | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self.current is not None:
+            return None
+        return self.last_error or f"no model loaded yet from {self.model_dir}"
+
+    def reload(self) -> ReloadOutcome:
+        """Verify and load the bundle at `model_dir`; swap it in if it differs."""
+        with self._lock:
+            previous = self.current
+            prev_version = previous.version if previous else None
+            seen = fingerprint(self.model_dir)
+            try:
+                bundle, compiled = load_verified(self.model_dir)
+                if previous is not None and bundle.manifest.get("digest") == previous.digest:
+                    self.current = replace(previous, fingerprint=seen)
+                    self.last_error = None
+                    self._failed = None
+                    return ReloadOutcome("unchanged", self.current, prev_version)
+                predictor = FastPredictor(compiled)  # compiles and warms up now
+            except BundleError as exc:
+                return self._refused(str(exc), seen, previous, prev_version)
+            except Exception as exc:  # a bundle that verifies but cannot run
+                reason = f"{self.model_dir}: cannot load: {exc!r}"
+                return self._refused(reason, seen, previous, prev_version)
+            served = Served(bundle, predictor, seen, time.time())
+            self.current = served  # the atomic swap: one reference assignment
+            self.last_error = None
+            self._failed = None
+            self.metrics.reloads.inc()
+            self.metrics.serving(served.name, served.version)
+            log.info(
+                "serving %s %s from %s (was %s)",
+                served.name,
+                served.version,
+                self.model_dir,
+                prev_version or "nothing",
+            )
+            return ReloadOutcome("reloaded", served, prev_version)
+
+    def _refused(
+        self,
+        reason: str,
+        seen: Fingerprint | None,
+        previous: Served | None,
+        prev_version: str | None,
+    ) -> ReloadOutcome:
+        self.last_error = reason
+        self._failed = seen
+        self.metrics.reload_failures.inc()
+        if previous is not None:
+            log.error("bundle refused, still serving %s: %s", prev_version, reason)
+        else:
+            log.error("no model to serve: %s", reason)
+        return ReloadOutcome("refused", previous, prev_version, reason)
+
+    # ------------------------------------------------------------------ watcher
+
+    def changed_on_disk(self) -> bool:
+        """A bundle is on disk that is neither the served one nor the last refused one."""
+        seen = fingerprint(self.model_dir)
+        if seen is None:
+            return False  # nothing there (or between the two renames of a swap)
+        served = self.current.fingerprint if self.current is not None else None
+        return seen != served and seen != self._failed
+
+    def start_watching(self, interval: float) -> None:
+        if interval <= 0 or self._watcher is not None:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(interval,), name="treesurv-bundle-watcher", daemon=True
+        )
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+            self._watcher = None
+
+    def _watch(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                if self.changed_on_disk():
+                    log.info("bundle at %s changed on disk; reloading", self.model_dir)
+                    self.reload()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("bundle watcher error")

@@ -1,0 +1,135 @@
+"""The Open Inference Protocol (V2) endpoints: shapes, datatypes and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import instances
+from treesurv import schema
+from treesurv.bundle import load_verified
+
+MODEL = "/v2/models/tree-survival"
+
+
+def tensors(rows: list[dict[str, Any]], nested: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for f in schema.FEATURES:
+        values = [r.get(f.name) for r in rows]
+        out.append(
+            {
+                "name": f.name,
+                "shape": [len(rows), 1] if nested else [len(rows)],
+                "datatype": "BYTES" if f.kind == "categorical" else "FP64",
+                "data": [[v] for v in values] if nested else values,
+            }
+        )
+    return out
+
+
+def test_health_and_server_metadata(client: TestClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    meta = client.get("/v2").json()
+    assert meta["name"] == "treesurv" and meta["extensions"] == []
+    assert client.get(f"{MODEL}/ready").json() == {"name": "tree-survival", "ready": True}
+
+
+def test_model_metadata(client: TestClient) -> None:
+    meta = client.get(MODEL).json()
+    assert meta["name"] == "tree-survival"
+    assert meta["versions"] == ["1.0.0"]
+    assert meta["platform"]
+    inputs = {t["name"]: t for t in meta["inputs"]}
+    assert list(inputs) == list(schema.FEATURE_NAMES)
+    assert inputs["Species"] == {"name": "Species", "datatype": "BYTES", "shape": [-1, 1]}
+    assert inputs["AMF"]["datatype"] == "FP64"
+    assert [o["name"] for o in meta["outputs"]] == [
+        "death_probability",
+        "survival_probability",
+        "predicted_event",
+    ]
+    assert client.get(f"{MODEL}/versions/1.0.0").json() == meta
+    missing = client.get(f"{MODEL}/versions/9.9.9")
+    assert missing.status_code == 404 and "no version '9.9.9'" in missing.json()["error"]
+    other = client.get("/v2/models/iris")
+    assert other.status_code == 404 and "unknown model 'iris'" in other.json()["error"]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_infer(client: TestClient, bundle_v1: Path, study: pd.DataFrame, nested: bool) -> None:
+    bundle, compiled = load_verified(bundle_v1)
+    rows = study.sample(64, random_state=2)
+    r = client.post(
+        f"{MODEL}/infer", json={"id": "req-1", "inputs": tensors(instances(rows), nested)}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == "tree-survival"
+    assert body["model_version"] == "1.0.0"
+    assert body["id"] == "req-1"
+    out = {o["name"]: o for o in body["outputs"]}
+    expected = compiled.proba_columns(rows)
+    assert out["death_probability"]["datatype"] == "FP64"
+    assert out["death_probability"]["shape"] == [64]
+    np.testing.assert_allclose(out["death_probability"]["data"], expected, atol=1e-12)
+    np.testing.assert_allclose(out["survival_probability"]["data"], 1 - expected, atol=1e-12)
+    assert out["predicted_event"]["datatype"] == "INT64"
+    assert out["predicted_event"]["data"] == [int(p >= bundle.threshold) for p in expected]
+    versioned = client.post(
+        f"{MODEL}/versions/1.0.0/infer", json={"inputs": tensors(instances(rows))}
+    )
+    assert versioned.json()["outputs"] == body["outputs"]
+
+
+def test_requested_outputs_and_omitted_emf(client: TestClient) -> None:
+    amf = {**schema.EXAMPLE, "Species": "Acer saccharum", "EMF": None}
+    inputs = [t for t in tensors([amf]) if t["name"] != "EMF"]
+    r = client.post(
+        f"{MODEL}/infer", json={"inputs": inputs, "outputs": [{"name": "predicted_event"}]}
+    )
+    assert r.status_code == 200, r.text
+    [out] = r.json()["outputs"]
+    assert out["name"] == "predicted_event" and out["shape"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t[0].update(data=["Oak"]), "row[0].Species: 'Oak' is not an allowed value"),
+        (lambda t: t[5].update(data=[500.0]), "row[0].AMF: 500.0 is out of range"),
+        (lambda t: t[0].update(datatype="FP64"), "input 'Species': datatype must be BYTES"),
+        (lambda t: t[1].update(datatype="BYTES"), "input 'Light_ISF': datatype must be FP64"),
+        (lambda t: t[1].update(shape=[2]), "shape [2] needs 2 values, got 1"),
+        (lambda t: t[1].update(shape=[1, 2], data=[1, 2]), "shape must be [N] or [N, 1]"),
+        (lambda t: t.pop(3), "missing input(s) Sterile"),
+        (lambda t: t.append({**t[0], "name": "Census"}), "unknown input(s) 'Census'"),
+        (lambda t: t.append(dict(t[0])), "input 'Species' is given twice"),
+        (lambda t: t[6].update(data=[None]), "EMF is empty for AMF species"),
+    ],
+)
+def test_infer_errors_follow_the_protocol(client: TestClient, change: Any, message: str) -> None:
+    inputs = tensors([schema.EXAMPLE])
+    change(inputs)
+    r = client.post(f"{MODEL}/infer", json={"inputs": inputs})
+    assert r.status_code == 400
+    assert set(r.json()) == {"error"}
+    assert message in r.json()["error"]
+
+
+def test_infer_envelope_errors(client: TestClient) -> None:
+    for body in ({"inputs": []}, {"inputs": 3}, {}, [1]):
+        r = client.post(f"{MODEL}/infer", json=body)
+        assert r.status_code == 400, body
+        assert r.json()["error"]
+    rows = tensors([schema.EXAMPLE])
+    r = client.post(f"{MODEL}/infer", json={"inputs": rows, "outputs": [{"name": "logit"}]})
+    assert r.status_code == 400 and "unknown output(s) 'logit'" in r.json()["error"]
+    big = tensors([schema.EXAMPLE] * 1001)
+    r = client.post(f"{MODEL}/infer", json={"inputs": big})
+    assert r.status_code == 400 and "1 to 1000 rows" in r.json()["error"]

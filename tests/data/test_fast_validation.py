@@ -1,0 +1,57 @@
+"""`data.all_valid` (the batch fast path) accepts exactly the chunks `validate` accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.conftest import good_row
+from treesurv import data
+
+
+@pytest.fixture(scope="module")
+def raw(real_csv: Path) -> pd.DataFrame:
+    return data.read_table(real_csv)
+
+
+def test_clean_real_rows_take_the_fast_path_with_the_same_result(raw: pd.DataFrame) -> None:
+    fast = data.all_valid(raw)
+    assert fast is not None
+    clean, report = data.validate(raw, "real", data.SCORING)
+    assert report.ok
+    pd.testing.assert_frame_equal(fast, clean)
+
+
+BAD_CELLS: list[dict[str, Any]] = [
+    {"Species": "Quercus velutina"},
+    {"Soil": None},
+    {"Light_ISF": "bright"},
+    {"Light_ISF": "1_000"},
+    {"AMF": "150"},
+    {"Phenolics": "-7"},
+    {"NSC": None},
+    {"EMF": None},  # an oak needs EMF
+    {"Species": "Acer saccharum", "Conspecific": "Heterospecific"},  # AMF species with EMF
+    {"Soil": "Sterile"},  # but Sterile says Non-Sterile
+    {"Conspecific": "Conspecific"},  # soil is another species
+    {"Lignin": "inf"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_CELLS)
+def test_any_problem_sends_the_chunk_to_the_full_report(
+    raw: pd.DataFrame, bad: dict[str, Any]
+) -> None:
+    frame = pd.concat([raw.head(50), pd.DataFrame([good_row(**bad)])], ignore_index=True)
+    frame = frame.mask(frame.isin(data.NA_VALUES))
+    assert data.all_valid(frame) is None
+    _, report = data.validate(frame, "x", data.SCORING)
+    assert not report.ok
+    assert {i.line for i in report.issues} == {len(frame) + 1}
+
+
+def test_training_files_always_take_the_full_path(raw: pd.DataFrame) -> None:
+    assert data.all_valid(raw, data.TRAINING) is None

@@ -1,0 +1,131 @@
+"""The single-row scalar path and the compact node arrays score exactly like the
+vectorised path, for every kind of compiled model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.unit.test_predictor import MODELS
+from treesurv import data, schema
+from treesurv.compiler import compile_model
+from treesurv.encoding import encode, fit_encoder
+from treesurv.predictor import FastPredictor, PredictorError, _float32_thresholds, dumps, loads
+
+
+@pytest.fixture(scope="module")
+def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
+    frame, _ = data.validate_file(real_csv)
+    return frame, frame[schema.TARGET].to_numpy(dtype=int)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_predict_one_equals_the_sklearn_model(
+    name: str, study: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    frame, y = study
+    params = fit_encoder(frame)
+    X = encode(params, frame)
+    model = MODELS[name]().fit(X, y)
+    files = dumps(*compile_model(params, model))
+    fast = FastPredictor(loads(files["predictor.json"], files["predictor.npz"]))
+    sample = frame.sample(300, random_state=0)
+    rows = [
+        {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
+        for r in sample[list(schema.FEATURE_NAMES)].to_dict("records")
+    ]
+    expected = model.predict_proba(encode(params, sample))[:, 1]
+    singles = np.array([fast.predict_one(r) for r in rows])
+    np.testing.assert_allclose(singles, expected, atol=1e-9, rtol=0)
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=1, max_size=50),
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=50),
+)
+def test_float32_thresholds_keep_every_comparison(
+    thresholds: list[float], values: list[float]
+) -> None:
+    t64 = np.array(thresholds)
+    t32 = _float32_thresholds(t64)
+    assert t32.dtype == np.float32
+    v = np.array(values, dtype=np.float32)
+    # For float32 inputs, v <= t (in float64) holds exactly when v <= t32.
+    np.testing.assert_array_equal(v[:, None] <= t64[None, :], v[:, None] <= t32[None, :])
+    # Including values that are exactly the rounded thresholds.
+    np.testing.assert_array_equal(t32[:, None] <= t64[None, :], t32[:, None] <= t32[None, :])
+
+
+def _breadth_first(arrays: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    """The same trees with nodes renumbered breadth-first (children still after
+    parents, but a left child no longer right after its parent)."""
+    left, right = arrays[f"{key}_left"], arrays[f"{key}_right"]
+    order: list[int] = []
+    for root in arrays[f"{key}_roots"].tolist():
+        queue = [root]
+        while queue:
+            node = queue.pop(0)
+            order.append(node)
+            if left[node] != -1:
+                queue += [int(left[node]), int(right[node])]
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    out = dict(arrays)
+    for field in ("feature", "threshold", "value", "missing_left"):
+        out[f"{key}_{field}"] = arrays[f"{key}_{field}"][order]
+    for field in ("left", "right"):
+        old = arrays[f"{key}_{field}"][order]
+        out[f"{key}_{field}"] = np.where(old == -1, -1, position[np.maximum(old, 0)])
+    out[f"{key}_roots"] = position[arrays[f"{key}_roots"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def forest_files(study: tuple[pd.DataFrame, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    frame, y = study
+    params = fit_encoder(frame)
+    model = RandomForestClassifier(10, max_depth=6, random_state=0).fit(encode(params, frame), y)
+    spec, arrays = compile_model(params, model)
+    return spec, dict(arrays)
+
+
+def test_any_node_order_is_laid_out_depth_first(
+    forest_files: tuple[Any, dict[str, np.ndarray]], study: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    spec, arrays = forest_files
+    key = spec["model"]["trees"]
+    shuffled = _breadth_first(arrays, key)
+    assert not np.array_equal(shuffled[f"{key}_left"], arrays[f"{key}_left"])
+    frame = study[0].head(500)
+    a = loads(*dumps(spec, arrays).values())
+    b = loads(*dumps(spec, shuffled).values())
+    np.testing.assert_array_equal(a.proba_columns(frame), b.proba_columns(frame))
+    x = FastPredictor(b)
+    rows = frame[list(schema.FEATURE_NAMES)].head(20).to_dict("records")
+    for row, expected in zip(rows, a.proba_columns(frame.head(20)), strict=True):
+        clean = {k: (None if schema.is_missing(v) else v) for k, v in row.items()}
+        assert x.predict_one(clean) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_node_with_two_parents_is_refused(
+    forest_files: tuple[Any, dict[str, np.ndarray]],
+) -> None:
+    spec, arrays = forest_files
+    key = spec["model"]["trees"]
+    shuffled = _breadth_first(arrays, key)
+    left, right = shuffled[f"{key}_left"].copy(), shuffled[f"{key}_right"].copy()
+    inner = np.flatnonzero(left != -1)
+    # Point a second parent at an existing subtree (still in topological order).
+    parent, other = inner[0], inner[1]
+    right[other] = right[parent] if right[parent] > other else right[other]
+    left[other] = right[parent] if right[parent] > other else left[other]
+    shuffled[f"{key}_left"], shuffled[f"{key}_right"] = left, right
+    with pytest.raises(PredictorError, match="two parents"):
+        loads(*dumps(spec, shuffled).values())
