@@ -165,7 +165,7 @@ def _read_incoming(source: Path) -> tuple[pd.DataFrame, data.ValidationReport]:
         frame = data.read_table(source)
     except data.DataFileError as exc:
         report = data.ValidationReport(source=str(source), fatal=str(exc).split(": ", 1)[-1])
-        raise IngestError(report.summary(), report) from None
+        raise IngestError(f"{report.summary()}: nothing was added", report) from None
     clean, report = data.validate(frame.copy(), source=str(source), options=data.TRAINING)
     if not report.ok:
         raise IngestError(
