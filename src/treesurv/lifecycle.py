@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from treesurv import bundle as bundle_mod
 from treesurv import data, ingest, registry, schema, vcs
@@ -210,7 +211,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         md5 = str(dv.get("md5") or "")[:12]
         lines.append(f"Data: `{dv.get('path')}` md5 `{md5}`, {dv.get('rows')} rows{extra}.")
     if chall.get("model"):
-        lines.append(f"Challenger: {chall['model']}.")
+        models = f"challenger {chall['model']}"
+        if champ.get("model"):
+            models = f"production {champ.get('version')} {champ['model']}, {models}"
+        lines.append(f"Models: {models}.")
     for plot in report.get("plots", []):
         lines += ["", f"![{Path(plot).stem}]({plot})"]
     if report.get("tags"):
@@ -269,10 +273,7 @@ def _now() -> str:
 
 
 def _model_summary(manifest: Mapping[str, Any]) -> str:
-    model = manifest.get("model") or {}
-    params = manifest.get("params") or {}
-    calibration = ((params.get("train") or {}).get("calibration")) or "?"
-    return f"{model.get('candidate', '?')} (calibration setting {calibration})"
+    return str((manifest.get("model") or {}).get("candidate", "?"))
 
 
 def _score(bundle: bundle_mod.Bundle, rows: pd.DataFrame, bins: int) -> tuple[np.ndarray, Any]:
@@ -463,17 +464,21 @@ class _Run:
         return version
 
     def _commit(self, version: str) -> str:
+        """Commit what reproduces the model: the lock, the parameters, the data pointer
+        and every git-tracked file the lock names (code, metrics, plots, card)."""
         raw = self.paths.raw
-        paths = [
-            "dvc.lock",
-            str(self.params_file.relative_to(self.root)),
-            str(raw.with_name(raw.name + ".dvc")),
-        ]
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text()) or {}
+        named = {
+            str(entry["path"])
+            for stage in (lock.get("stages") or {}).values()
+            for key in ("deps", "outs")
+            for entry in stage.get(key) or []
+        }
         commit = vcs.commit(
             self.root,
-            paths,
+            ["dvc.lock", str(self.params_file.relative_to(self.root)), f"{raw}.dvc"],
             f"model: {self.name} {version} ({self._summary_line()})",
-            all_tracked=True,
+            update=sorted(named),
         )
         self.report["commit"] = commit
         return commit

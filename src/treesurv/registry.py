@@ -321,6 +321,14 @@ class Registry:
         return Restored(str(manifest["version"]), staging, manifest)
 
 
+def _in_git(root: Path) -> bool:
+    try:
+        vcs.git_root(root)
+    except vcs.CommandError:
+        return False
+    return True
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -443,7 +451,7 @@ def checkout(
     """Materialise a model at `dest`: the given version, else the production one,
     else (no version promoted yet) the pipeline's own bundle at `fallback`."""
     if version is None:
-        prod = reg.production()
+        prod = reg.production() if _in_git(reg.root) else None  # no git, no registry
         version = prod.version if prod else None
     if version is not None:
         restored = reg.restore(version, dest)

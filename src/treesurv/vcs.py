@@ -89,13 +89,15 @@ def last_commit_of(cwd: Path, path: str) -> str | None:
     return out or None
 
 
-def commit(cwd: Path, paths: Sequence[str], message: str, *, all_tracked: bool = False) -> str:
-    """Stage `paths` (and, with all_tracked, every change to tracked files) and commit.
+def commit(cwd: Path, paths: Sequence[str], message: str, *, update: Sequence[str] = ()) -> str:
+    """Stage `paths`, and the changes to whichever of `update` git tracks, and commit.
 
     Returns the new commit, or the current one when there was nothing to commit.
     """
-    if all_tracked:
-        git(["add", "--update"], cwd)
+    tracked = git(["ls-files", "-z", "--", *update], cwd).split("\0") if update else []
+    tracked = [p for p in tracked if p]
+    if tracked:
+        git(["add", "--update", "--", *tracked], cwd)
     present = [p for p in paths if (cwd / p).exists()]
     if present:
         git(["add", "--", *present], cwd)

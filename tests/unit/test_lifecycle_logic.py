@@ -128,7 +128,7 @@ def _report(decision: str, **extra: object) -> dict[str, object]:
         "gate": {"roc_auc_tolerance": 0.005, "brier_tolerance": 0.002},
         "evaluation": {"rows": 480},
         "challenger": {"metrics": {**metrics, "roc_auc": 0.94}, "model": "forest"},
-        "champion": {"version": "1.0.0", "metrics": metrics},
+        "champion": {"version": "1.0.0", "metrics": metrics, "model": "hgb"},
         "data": {"path": "data/raw/Tree_Data.csv", "md5": "0123456789abcdef", "rows": 2365},
         "plots": ["retrain/roc.png"],
     }
@@ -143,6 +143,7 @@ def test_markdown_report_has_the_decision_and_the_change_table() -> None:
     assert "| ROC AUC ↑ | 0.9300 | 0.9400 | +0.0100 ✓ |" in md
     assert "![roc](retrain/roc.png)" in md
     assert "- ROC AUC up" in md
+    assert "Models: production 1.0.0 hgb, challenger forest." in md
     kept = render_markdown(_report("kept"))
     assert "kept tree-survival 1.0.0 in production" in kept
 
