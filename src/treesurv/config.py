@@ -74,6 +74,7 @@ class LifecycleConfig:
 
     stage: str = "prod"
     production_dir: Path = Path("models/production")
+    store: Path = Path("models/registry")
     roc_auc_tolerance: float = 0.005
     brier_tolerance: float = 0.002
     min_eval_rows: int = 50

@@ -310,8 +310,9 @@ class _Run:
                 "min_eval_rows": self.config.min_eval_rows,
             },
         )
+        self.store = self.config.store / self.name
         self.registry = registry.Registry(
-            self.root, self.name, self.paths.bundle, self.config.stage, self.paths.metrics
+            self.root, self.name, self.store, self.config.stage, self.paths.metrics
         )
 
     def path(self, rel: Path) -> Path:
@@ -367,6 +368,8 @@ class _Run:
 
         self.step = "version"
         version = self._version(challenger, champion)
+        self.step = "store"
+        self._store()
         self.step = "push"
         self.log("pushing data and models to the DVC remote")
         vcs.dvc(["push"], self.root)
@@ -463,6 +466,13 @@ class _Run:
         self.report["challenger"]["version"] = version
         return version
 
+    def _store(self) -> None:
+        """Version the bundle with DVC at the registry's store path (the pipeline's
+        own outputs stay out of the DVC cache)."""
+        dest = self.path(self.store)
+        registry.install(registry.stage_copy(self.path(self.paths.bundle), dest), dest)
+        vcs.dvc(["add", "--quiet", self.store.as_posix()], self.root)
+
     def _commit(self, version: str) -> str:
         """Commit what reproduces the model: the lock, the parameters, the data pointer
         and every git-tracked file the lock names (code, metrics, plots, card)."""
@@ -476,7 +486,13 @@ class _Run:
         }
         commit = vcs.commit(
             self.root,
-            ["dvc.lock", str(self.params_file.relative_to(self.root)), f"{raw}.dvc"],
+            [
+                "dvc.lock",
+                str(self.params_file.relative_to(self.root)),
+                f"{raw}.dvc",
+                f"{self.store}.dvc",
+                str(self.store.parent / ".gitignore"),
+            ],
             f"model: {self.name} {version} ({self._summary_line()})",
             update=sorted(named),
         )

@@ -41,7 +41,7 @@ def _context(params_path: Path) -> tuple[Registry, Path, Path]:
     except ParamsError as exc:
         raise fail(str(exc)) from None
     name = str(params.get("package", {}).get("name", "tree-survival"))
-    reg = Registry(Path.cwd(), name, paths.bundle, config.stage, paths.metrics)
+    reg = Registry(Path.cwd(), name, config.store / name, config.stage, paths.metrics)
     return reg, config.production_dir, paths.bundle
 
 

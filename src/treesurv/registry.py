@@ -1,13 +1,16 @@
 """The model registry: semver versions and the production stage as GTO git tags.
 
-- A version is an annotated git tag `tree-survival@v1.2.0` on the commit whose
-  dvc.lock records that version's bundle. Versions are never moved or reused.
+- A version is an annotated git tag `tree-survival@v1.2.0` on the commit that
+  holds that version's bundle: a DVC pointer (`models/registry/tree-survival.dvc`)
+  to a copy of the bundle in the DVC cache and remote. The pipeline's own outputs
+  stay out of the DVC cache; only promoted bundles are stored. Versions are never
+  moved or reused.
 - Production is a GTO stage (`prod` by default). Every promotion or rollback adds
   one tag `tree-survival#prod#N`, where N counts the artifact's tag events; the
   production version is the one named by the highest N, i.e. the latest decision
   (not the highest version number). A rollback is therefore one more tag and the
   whole history stays in git (`gto history`).
-- A version's bundle is restored through the dvc.lock of its commit, from the
+- A version's bundle is restored through the pointer of its commit, from the
   local DVC cache or else the DVC remote, verified against its manifest, written
   beside the production directory and renamed into place: the service watches
   that directory and hot-reloads, and never sees half a bundle.
@@ -180,13 +183,15 @@ class Registry:
         self,
         root: Path,
         name: str,
-        bundle_path: Path,
+        store_path: Path,
         stage: str = DEFAULT_STAGE,
         metrics_path: Path = Path("metrics.json"),
     ) -> None:
+        """`store_path`: the DVC-tracked directory that holds a version's bundle
+        at its commit."""
         self.root = Path(root).resolve()
         self.name = name
-        self.bundle_path = Path(bundle_path)
+        self.store_path = Path(store_path)
         self.stage = stage
         self.metrics_path = metrics_path
 
@@ -307,11 +312,11 @@ class Registry:
         try:
             try:
                 fs = DVCFileSystem(str(self.root), rev=rev)
-                fs.get(self.bundle_path.as_posix(), str(staging), recursive=True)
+                fs.get(self.store_path.as_posix(), str(staging), recursive=True)
             except Exception as exc:  # DVC raises many types; the reason is what matters
                 raise RegistryError(
                     f"cannot restore the bundle of {expect_version or rev} "
-                    f"({self.bundle_path} at {rev[:12]}) from the DVC cache or remote: "
+                    f"({self.store_path} at {rev[:12]}) from the DVC cache or remote: "
                     f"{_first_line(exc)}"
                 ) from None
             manifest = _verified_manifest(staging, expect_version)

@@ -15,6 +15,7 @@ from tests.helpers import build_bundle
 from treesurv import data
 from treesurv.registry import Registry, promote
 
+STORE = Path("models/registry/tree-survival")
 PARAMS = """\
 paths:
   raw: data/raw/Tree_Data.csv
@@ -26,6 +27,7 @@ package:
 retrain:
   stage: prod
   production_dir: models/production
+  store: models/registry
 """
 
 
@@ -42,7 +44,7 @@ class Repo:
 
     @property
     def registry(self) -> Registry:
-        return Registry(self.root, "tree-survival", Path("models/tree-survival"))
+        return Registry(self.root, "tree-survival", STORE)
 
     def promote(self, version: str) -> None:
         """Promote through the Python API (setup steps; the CLI is tested on its own)."""
@@ -92,12 +94,12 @@ def study(real_csv: Path) -> pd.DataFrame:
 def add_version(
     repo: Repo, study: pd.DataFrame, version: str, *, seed: int, push: bool = True
 ) -> str:
-    """Build a small real bundle, track it with DVC, commit it and register it;
-    returns the bundle's manifest digest."""
-    built = build_bundle(repo.root / "models" / "tree-survival", study, version, trees=4, seed=seed)
+    """Build a small real bundle, store it with DVC as the registry does, commit it
+    and register it; returns the bundle's manifest digest."""
+    built = build_bundle(repo.root / STORE, study, version, trees=4, seed=seed)
     metrics = {"test": {"roc_auc": 0.9 + seed / 1000, "brier": 0.1 - seed / 1000}}
     (repo.root / "metrics.json").write_text(json.dumps(metrics))
-    repo.run("dvc", "add", "-q", "models/tree-survival")
+    repo.run("dvc", "add", "-q", str(STORE))
     if push:
         repo.run("dvc", "push", "-q")
     repo.run("git", "add", "-A")

@@ -179,8 +179,11 @@ def test_1_first_training_is_promoted(loop: Loop) -> None:
     assert loop.tags() == ["tree-survival#prod#1", "tree-survival@v1.0.0"]
     assert loop.production()["version"] == "1.0.0"
     assert "model: tree-survival 1.0.0" in loop.run("git", "log", "-1", "--format=%s").stdout
-    # The version's commit holds everything that reproduces it: nothing is left over.
+    # The version's commit holds everything that reproduces it: nothing is left over,
+    # and the bundle itself is stored with DVC under a pointer of that commit.
     assert loop.run("git", "status", "--porcelain").stdout == ""
+    committed = loop.run("git", "show", "--name-only", "--format=", "HEAD").stdout.split()
+    assert {"dvc.lock", "models/registry/tree-survival.dvc"} <= set(committed)
     # Everything the version needs is on the remote: `dvc status --cloud` is clean.
     assert "in sync" in loop.run("dvc", "status", "--cloud").stdout
     for plot in report["plots"]:

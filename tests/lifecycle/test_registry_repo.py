@@ -79,7 +79,7 @@ def test_rollback_walks_back_and_restores_from_the_remote(
         repo.promote(version)
     # Nothing local to restore from: only the DVC remote has the old bundles.
     shutil.rmtree(repo.root / ".dvc" / "cache")
-    shutil.rmtree(repo.root / "models" / "tree-survival")
+    shutil.rmtree(repo.root / "models" / "registry" / "tree-survival")
 
     out = repo.treesurv("registry", "rollback")
     assert "from 1.2.0 to 1.1.0" in out.stderr
