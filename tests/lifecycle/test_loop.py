@@ -2,7 +2,8 @@
 
 One temporary copy of the project, its own git history and a temporary local DVC
 remote; the real pipeline on the real data, with fast parameters. The tests run
-in order and each continues from the state the previous one left:
+in order and each continues from the state the previous one left (so run the
+module as a whole; one test alone starts from an empty registry):
 
 1. first training                      -> promoted (1.0.0)
 2. retrain with no change              -> kept

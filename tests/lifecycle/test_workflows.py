@@ -227,7 +227,9 @@ def test_redeploy_without_a_hook_says_what_to_set() -> None:
 # ------------------------------------------------------------------ Dockerfile
 
 
-DOCKERFILES = sorted((ROOT / "deploy").glob("**/Dockerfile*")) if (ROOT / "deploy").is_dir() else []
+DOCKERFILES = sorted(
+    p for p in ROOT.glob("deploy/**/Dockerfile*") if not p.name.endswith(".dockerignore")
+)
 
 
 @pytest.mark.skipif(
