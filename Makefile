@@ -74,7 +74,7 @@ remote-from-env: setup ## Make $$DVC_REMOTE_URL (s3://, gs://, gdrive://, ...) t
 	esac
 	$(BIN)/dvc remote add --local --force --default ci "$$DVC_REMOTE_URL"
 
-shared-mirror: setup ## Copy the data from the default remote to ../shared/dvc-remote (the tests' layout)
+shared-mirror: setup ## CI: copy the data from the default remote to ../shared/dvc-remote, where the tests expect it
 	$(BIN)/dvc pull data/raw/Tree_Data.csv.dvc
 	$(BIN)/dvc push --remote shared data/raw/Tree_Data.csv.dvc
 
