@@ -10,11 +10,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
+# The bundle the service runs: the production version, materialised by `make production`.
+MODEL_DIR ?= models/production
 
 # Pipeline stages call `treesurv`; make them find the project's own.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup data pipeline serve run test test-fast lint typecheck format bench clean
+.PHONY: help setup data pipeline serve run test test-fast lint typecheck format bench clean \
+	production retrain lint-workflows remote-from-env shared-mirror publish image redeploy
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -35,10 +38,16 @@ data: setup ## Pull the study data from the DVC remote
 pipeline: data ## Run the DVC pipeline (validate, prepare, train, evaluate, package)
 	$(BIN)/dvc repro
 
-serve: setup ## Serve the model bundle on http://$(HOST):$(PORT)
-	$(BIN)/treesurv serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+serve: setup ## Serve the model bundle $(MODEL_DIR) on http://$(HOST):$(PORT)
+	$(BIN)/treesurv serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --model $(MODEL_DIR)
 
-run: pipeline serve ## Set up, pull the data, run the pipeline and serve the model
+production: setup ## Put the production model at $(MODEL_DIR) (the pipeline's until a first promotion)
+	$(BIN)/treesurv registry checkout --out $(MODEL_DIR)
+
+run: pipeline production serve ## Set up, pull the data, run the pipeline and serve the champion
+
+retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
+	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
 test: setup lint typecheck ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -52,6 +61,32 @@ lint: setup ## Ruff
 
 typecheck: setup ## Mypy (strict)
 	$(BIN)/mypy
+
+lint-workflows: setup ## actionlint (with shellcheck) over .github/workflows
+	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck
+
+# --- what the GitHub workflows call (each runs locally too) ---
+remote-from-env: setup ## Make $$DVC_REMOTE_URL (s3://, gs://, gdrive://, ...) the default DVC remote
+	@test -n "$$DVC_REMOTE_URL" || { echo "error: DVC_REMOTE_URL is not set" >&2; exit 2; }
+	@scheme="$${DVC_REMOTE_URL%%://*}"; case "$$scheme" in \
+	  s3|gs|gdrive|azure|ssh|http|https|webdav|oss|hdfs) \
+	    $(BIN)/pip install --quiet -c requirements/constraints.txt "dvc-$${scheme/https/http}";; \
+	esac
+	$(BIN)/dvc remote add --local --force --default ci "$$DVC_REMOTE_URL"
+
+shared-mirror: setup ## CI: copy the data from the default remote to ../shared/dvc-remote, where the tests expect it
+	$(BIN)/dvc pull data/raw/Tree_Data.csv.dvc
+	$(BIN)/dvc push --remote shared data/raw/Tree_Data.csv.dvc
+
+publish: ## Push the commit and registry tags that `make retrain` made (with their commit)
+	git push --atomic --follow-tags origin HEAD
+
+IMAGE ?= treesurv:dev
+image: ## Build the service image with the bundle at $(MODEL_DIR) (needs Docker)
+	docker build -f deploy/Dockerfile --build-arg MODEL_DIR=$(MODEL_DIR) -t $(IMAGE) .
+
+redeploy: ## Tell the platform to deploy IMAGE: POST to $$DEPLOY_HOOK_URL or run $$DEPLOY_HOOK_COMMAND
+	@IMAGE="$(IMAGE)" bash .github/scripts/redeploy.sh
 
 format: setup ## Format and fix what ruff can
 	$(BIN)/ruff check --fix src tests $(wildcard bench)

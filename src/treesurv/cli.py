@@ -16,6 +16,7 @@ from rich.table import Table
 from treesurv import __version__
 from treesurv import data as data_mod
 from treesurv.config import DEFAULT_PATHS, PARAMS_FILE, ParamsError, Paths, load_params
+from treesurv.lifecycle_cli import data_add, registry_app, retrain
 
 app = typer.Typer(
     help="treesurv: the tree-seedling mortality model, from data to service.",
@@ -26,6 +27,10 @@ data_app = typer.Typer(help="Validate and manage the study data.", no_args_is_he
 model_app = typer.Typer(help="Inspect and verify model bundles.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+# The model lifecycle (issue 4): registry, data add, retrain.
+app.add_typer(registry_app, name="registry")
+data_app.command("add")(data_add)
+app.command()(retrain)
 
 # Wide output when piped (CI logs, files), so report rows are never cut.
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -64,3 +64,43 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ParamsError(f"params: missing section {name!r}")
     return value
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """The `retrain` section of params.yaml: the registry stage, where the production
+    bundle lives and the champion/challenger gate. No pipeline stage depends on it,
+    so changing it never re-runs training."""
+
+    stage: str = "prod"
+    production_dir: Path = Path("models/production")
+    store: Path = Path("models/registry")
+    roc_auc_tolerance: float = 0.005
+    brier_tolerance: float = 0.002
+    min_eval_rows: int = 50
+    report: Path = Path("reports/retrain.json")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> LifecycleConfig:
+        given = params.get("retrain") or {}
+        if not isinstance(given, dict):
+            raise ParamsError("params: section 'retrain' must be a mapping")
+        unknown = sorted(set(given) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ParamsError(f"params: unknown key(s) in 'retrain': {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in given:
+                continue
+            default = getattr(cls, f.name)
+            try:
+                values[f.name] = type(default)(given[f.name])
+            except (TypeError, ValueError):
+                raise ParamsError(
+                    f"params: retrain.{f.name} must be a {type(default).__name__}, "
+                    f"not {given[f.name]!r}"
+                ) from None
+        config = cls(**values)
+        if config.roc_auc_tolerance < 0 or config.brier_tolerance < 0:
+            raise ParamsError("params: retrain tolerances cannot be negative")
+        return config
