@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Validate and manage the study data.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect and verify model bundles.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Watch the served model: drift checks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(monitor_app, name="monitor")
 
 # Wide output when piped (CI logs, files), so report rows are never cut.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -287,3 +289,76 @@ def model_info(model: Annotated[Path, typer.Argument()] = DEFAULT_PATHS.bundle) 
     except BundleError as exc:
         raise fail(str(exc)) from None
     out.print_json(json.dumps({k: v for k, v in bundle.manifest.items() if k != "params"}))
+
+
+# ------------------------------------------------------------------ monitor
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    log_dir: Annotated[
+        Path,
+        typer.Option(
+            "--log",
+            envvar="TREESURV_PREDICTION_LOG_DIR",
+            help="Prediction log directory (the service's TREESURV_PREDICTION_LOG_DIR).",
+        ),
+    ] = Path("logs/predictions"),
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only predictions from then on: YYYY-MM-DD, ISO time, or 7d/12h/30m."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only predictions before then.")] = None,
+    reference: Annotated[
+        Path,
+        typer.Option(help="Model bundle directory (its reference profile) or a profile JSON."),
+    ] = DEFAULT_PATHS.bundle,
+    json_out: Annotated[Path, typer.Option("--out", help="JSON report.")] = Path(
+        "reports/drift.json"
+    ),
+    html_out: Annotated[Path, typer.Option("--html", help="HTML report.")] = Path(
+        "reports/drift.html"
+    ),
+    params_path: ParamsOpt = PARAMS_FILE,
+) -> None:
+    """Compare logged inputs and predictions with the training reference.
+
+    Exit 0: no drift (or too few predictions for a verdict); 3: drift passed the
+    thresholds in params.yaml (`monitor`); 1: an error.
+    """
+    from treesurv.monitoring.drift import DriftError, Thresholds
+    from treesurv.monitoring.drift_job import EXIT_DRIFT, parse_when, run_drift
+    from treesurv.monitoring.logfile import LogError
+
+    try:
+        params = load_params(params_path) if params_path.exists() else {}
+        thresholds = Thresholds.from_params(params)
+        report, _ = run_drift(
+            log_dir,
+            reference,
+            thresholds,
+            since=parse_when(since) if since else None,
+            until=parse_when(until) if until else None,
+            json_out=json_out,
+            html_out=html_out,
+        )
+    except (DriftError, LogError, ParamsError) as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write the report: {exc.strerror or exc}") from None
+    rows = [("prediction", report.prediction)] if report.prediction else []
+    rows += [(name, f) for name, f in report.features.items()]
+    if rows:
+        table = Table(title=f"drift: {report.rows} logged predictions")
+        for col in ("feature", "PSI", "test", "p-value", "drift"):
+            table.add_column(col)
+        for name, f in rows:
+            assert f is not None
+            flag = "[bold red]yes[/]" if f.drifted else "no"
+            table.add_row(name, f"{f.psi:.3f}", f.test, f"{f.p_value:.3g}", flag)
+        out.print(table)
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False)
+    err.print(f"{report.status}: wrote {json_out} and {html_out}", highlight=False)
+    if report.drift_detected:
+        raise typer.Exit(EXIT_DRIFT)

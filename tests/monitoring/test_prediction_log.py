@@ -118,7 +118,7 @@ class DiskFullSink(RotatingJsonlSink):
     """The real sink, with its files opened on /dev/full: every write fails with ENOSPC."""
 
     def _open(self, path: Path) -> TextIO:
-        return open("/dev/full", "w", encoding="utf-8")  # noqa: SIM115
+        return open("/dev/full", "w", encoding="utf-8")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
