@@ -154,6 +154,55 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class ScoredChunk:
+    """One chunk, validated and scored: what both the streamed and the Dask path write."""
+
+    rows: int
+    issues: list[data.RowIssue]  # line numbers in the file
+    rejects: pd.DataFrame | None  # the bad rows with `line` and `reasons`, if any
+    scored: pd.DataFrame  # the valid rows with the three output columns
+
+
+def score_chunk(
+    chunk: pd.DataFrame,
+    compiled: CompiledModel,
+    *,
+    threshold: float,
+    version: str,
+    first_line: int,
+    source: Path,
+    output: Path,
+) -> ScoredChunk:
+    """Validate a raw chunk (CSV cells as text, or Parquet values) and score its valid rows.
+
+    `first_line` is the file line of the chunk's first row (2 for the first chunk
+    of a CSV: the header is line 1).
+    """
+    missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
+    if missing:
+        raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
+    chunk = chunk.reset_index(drop=True)
+    parsed = chunk if data.is_parquet(source) else chunk.mask(chunk.isin(data.NA_VALUES))
+    clean, report = data.validate(parsed, str(source), data.SCORING)
+    issues = [_shift(i, first_line - 2) for i in report.issues]
+    rejects = None
+    if issues:
+        bad = sorted({i.line - first_line for i in issues if i.line is not None})
+        reasons = _reasons(issues)
+        rejects = chunk.iloc[bad].copy()
+        rejects.insert(0, "line", [first_line + b for b in bad])
+        rejects["reasons"] = [reasons[first_line + b] for b in bad]
+    text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+    base = parsed if text_to_parquet else chunk
+    keep = base.iloc[clean.index.to_numpy()] if issues else base
+    if text_to_parquet:
+        # Parquet has types: the model's numeric inputs go out as numbers.
+        keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
+    proba = compiled.proba_columns(clean[list(compiled.features)]) if len(keep) else np.empty(0)
+    return ScoredChunk(len(chunk), issues, rejects, _scored(keep, proba, threshold, version))
+
+
 def score_file(
     source: Path,
     output: Path,
@@ -169,42 +218,30 @@ def score_file(
     result = BatchResult(output=output)
     writer = _Writer(output)
     rejects = _Writer(rejects_path(output)) if on_error == "skip" else None
-    features = list(compiled.features)
     line = 2  # first data line of a CSV (the header is line 1)
     try:
         for chunk in _chunks(source, chunk_rows, progress):
-            if result.rows == 0:
-                missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
-                if missing:
-                    raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
-            chunk = chunk.reset_index(drop=True)
-            parsed = chunk if data.is_parquet(source) else chunk.mask(chunk.isin(data.NA_VALUES))
-            clean, report = data.validate(parsed, str(source), data.SCORING)
-            issues = [_shift(i, line - 2) for i in report.issues]
-            result.rows += len(chunk)
-            if issues:
-                result.note(issues)
-                bad = sorted({i.line - line for i in issues if i.line is not None})
-                if on_error == "skip" and rejects is not None:
-                    rej = chunk.iloc[bad].copy()
-                    reasons = _reasons(issues)
-                    rej.insert(0, "line", [line + b for b in bad])
-                    rej["reasons"] = [reasons[line + b] for b in bad]
-                    rejects.write(rej)
-                    result.rejected += len(bad)
-            line += len(chunk)
+            part = score_chunk(
+                chunk,
+                compiled,
+                threshold=bundle.threshold,
+                version=bundle.version,
+                first_line=line,
+                source=source,
+                output=output,
+            )
+            line += part.rows
+            result.rows += part.rows
+            if part.issues:
+                result.note(part.issues)
+                if rejects is not None and part.rejects is not None:
+                    rejects.write(part.rejects)
+                    result.rejected += len(part.rejects)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
-            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
-            base = parsed if text_to_parquet else chunk
-            keep = base.iloc[clean.index.to_numpy()] if issues else base
-            if text_to_parquet:
-                # Parquet has types: the model's numeric inputs go out as numbers.
-                keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
-            if len(keep):
-                proba = compiled.proba_columns(clean[features])
-                writer.write(_scored(keep, proba, bundle.threshold, bundle.version))
-                result.scored += len(keep)
+            if len(part.scored):
+                writer.write(part.scored)
+                result.scored += len(part.scored)
         if result.issue_count and on_error == "fail":
             raise BatchError(
                 f"{source}: {result.issue_count} problem(s); nothing was written", result
