@@ -190,8 +190,19 @@ def package(
 
 @app.command()
 def predict(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet input (by extension).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV or Parquet output.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or Parquet input (by extension); with --engine dask also a glob or a "
+            "directory of files."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="CSV or Parquet output; with --engine dask a directory."
+        ),
+    ],
     model: ModelOpt = DEFAULT_PATHS.bundle,
     on_error: Annotated[
         str,
@@ -199,7 +210,25 @@ def predict(
             help="fail: write nothing if any row is bad; skip: score the good rows, list the rest."
         ),
     ] = "fail",
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per chunk (Dask: most rows per Parquet partition).")
+    ] = 100_000,
+    engine: Annotated[
+        str, typer.Option(help="local: stream in this process; dask: on a Dask cluster.")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); none: a local cluster."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes of the local Dask cluster.")
+    ] = 2,
+    worker_memory: Annotated[
+        str, typer.Option(help="Memory limit per local Dask worker.")
+    ] = "2GiB",
+    partition_mb: Annotated[
+        float, typer.Option(min=0.001, help="Dask: megabytes of CSV per partition.")
+    ] = 16.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score a file: every input column kept, death_probability, predicted_event and
@@ -211,11 +240,12 @@ def predict(
 
     if on_error not in ("fail", "skip"):
         raise fail("--on-error must be fail or skip", 2)
+    if engine not in ("local", "dask"):
+        raise fail("--engine must be local or dask", 2)
     try:
         bundle, compiled = load_verified(model)
     except BundleError as exc:
         raise fail(str(exc)) from None
-    total = batch.input_size(source) if source.exists() else 0
     with Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -225,23 +255,40 @@ def predict(
         disable=quiet,
         transient=True,
     ) as bar:
-        task = bar.add_task("score", total=total or None)
+        task = bar.add_task("score", total=None)
         try:
-            result = batch.score_file(
-                source,
-                output,
-                bundle,
-                compiled,
-                on_error=on_error,  # type: ignore[arg-type]
-                chunk_rows=chunk_rows,
-                progress=lambda n: bar.advance(task, n),
-            )
+            if engine == "dask":
+                from treesurv import dask_batch
+
+                with dask_batch.dask_client(scheduler, workers, worker_memory) as client:
+                    result = dask_batch.score_distributed(
+                        source,
+                        output,
+                        bundle,
+                        client,
+                        on_error=on_error,  # type: ignore[arg-type]
+                        partition_bytes=int(partition_mb * 1024 * 1024),
+                        partition_rows=chunk_rows,
+                        progress=lambda n: bar.advance(task, n),
+                        on_plan=lambda n: bar.update(task, total=n),
+                    )
+            else:
+                bar.update(task, total=batch.input_size(source) if source.exists() else None)
+                result = batch.score_file(
+                    source,
+                    output,
+                    bundle,
+                    compiled,
+                    on_error=on_error,  # type: ignore[arg-type]
+                    chunk_rows=chunk_rows,
+                    progress=lambda n: bar.advance(task, n),
+                )
         except batch.BatchError as exc:
             bar.stop()
             if exc.result is not None:
                 _print_issues(exc.result)
             raise fail(str(exc)) from None
-        except data_mod.DataFileError as exc:
+        except (data_mod.DataFileError, BundleError) as exc:
             raise fail(str(exc)) from None
         except OSError as exc:
             raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
