@@ -364,12 +364,16 @@ class PredictionLog:
             return LogStats(self._logged, self._dropped, self._errors, len(self._queue))
 
 
+# One encoder for every line (json.dumps with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode_entry(entry: _Entry) -> list[str]:
     """JSON Lines for one request (one line per instance)."""
     ts, request_id, version, instances, probabilities, latency = entry
     if len(instances) != len(probabilities):
         raise ValueError("instances and probabilities differ in length")
-    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
     latency_ms = round(float(latency) * 1000.0, 3)
     lines = []
     for item, (instance, proba) in enumerate(zip(instances, probabilities, strict=True)):
@@ -381,10 +385,10 @@ def encode_entry(entry: _Entry) -> list[str]:
         }
         for name in schema.FEATURE_NAMES:
             value = instance.get(name)
-            row[name] = None if isinstance(value, float) and math.isnan(value) else value
+            row[name] = value if value == value else None  # NaN (missing) -> null
         row["death_probability"] = float(proba)
         row["latency_ms"] = latency_ms
-        lines.append(json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n")
+        lines.append(_ENCODE(row) + "\n")
     return lines
 
 
