@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
+PROMTOOL := $(VENV)/bin/promtool
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
@@ -23,7 +24,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Prepare .venv with the treesurv command (pinned versions)
+setup: $(STAMP) $(PROMTOOL) ## Prepare .venv with the treesurv command (pinned versions)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check \
 	  -c requirements/constraints.txt -e ".[serve,train,dev]"
 	@touch $(STAMP)
+
+# promtool checks the Prometheus config and alert rules in the tests: the binary is
+# unpacked from Debian's prometheus package into .venv (nothing installed system-wide).
+$(PROMTOOL): | $(STAMP)
+	@tmp=$$(mktemp -d) && cd $$tmp && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } && \
+	  dpkg-deb -x prometheus_*.deb pkg && install -m 0755 pkg/usr/bin/promtool $(abspath $(PROMTOOL)) && \
+	  rm -rf $$tmp
 
 data: setup ## Pull the study data from the DVC remote
 	$(BIN)/dvc pull data/raw/Tree_Data.csv.dvc

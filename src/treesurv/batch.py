@@ -159,6 +159,85 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class CheckedChunk:
+    """One chunk, validated: the rows to write and the model's inputs for them."""
+
+    rows: int
+    issues: list[data.RowIssue]  # line numbers in the file
+    rejects: pd.DataFrame | None  # the bad rows with `line` and `reasons`, if any
+    keep: pd.DataFrame  # the valid rows as they will be written (before scoring)
+    inputs: pd.DataFrame  # the valid rows' typed model inputs
+
+
+@dataclass
+class ScoredChunk:
+    """One chunk, validated and scored: what both the streamed and the Dask path write."""
+
+    rows: int
+    issues: list[data.RowIssue]
+    rejects: pd.DataFrame | None
+    scored: pd.DataFrame  # the valid rows with the three output columns
+
+
+def check_chunk(
+    chunk: pd.DataFrame, features: list[str], *, first_line: int, source: Path, output: Path
+) -> CheckedChunk:
+    """Validate a raw chunk (CSV cells as text, or Parquet values).
+
+    `first_line` is the file line of the chunk's first row (2 for the first chunk
+    of a CSV: the header is line 1). Clean chunks (the usual case) take the
+    vectorised check; a chunk with any problem goes through `validate` for its
+    row-level report.
+    """
+    missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
+    if missing:
+        raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
+    chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
+    text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+    parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
+    fast = data.all_valid(parsed)
+    issues: list[data.RowIssue] = []
+    rejects = None
+    if fast is not None:
+        clean = fast
+    else:
+        clean, report = data.validate(parsed, str(source), data.SCORING)
+        issues = [_shift(i, first_line - 2) for i in report.issues]
+    if issues:
+        bad = sorted({i.line - first_line for i in issues if i.line is not None})
+        reasons = _reasons(issues)
+        rejects = chunk.iloc[bad].copy()
+        rejects.insert(0, "line", [first_line + b for b in bad])
+        rejects["reasons"] = [reasons[first_line + b] for b in bad]
+    base = parsed if text_to_parquet else chunk
+    keep = base.iloc[clean.index.to_numpy()] if issues else base
+    if text_to_parquet:
+        # Parquet has types: the model's numeric inputs go out as numbers.
+        keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
+    return CheckedChunk(len(chunk), issues, rejects, keep, clean[features])
+
+
+def score_chunk(
+    chunk: pd.DataFrame,
+    compiled: CompiledModel,
+    *,
+    threshold: float,
+    version: str,
+    first_line: int,
+    source: Path,
+    output: Path,
+) -> ScoredChunk:
+    """Validate and score one chunk in this thread (the Dask path's unit of work)."""
+    part = check_chunk(
+        chunk, list(compiled.features), first_line=first_line, source=source, output=output
+    )
+    proba = compiled.proba_columns(part.inputs) if len(part.keep) else np.empty(0)
+    return ScoredChunk(
+        part.rows, part.issues, part.rejects, _scored(part.keep, proba, threshold, version)
+    )
+
+
 def score_file(
     source: Path,
     output: Path,
@@ -190,45 +269,21 @@ def score_file(
 
     try:
         for chunk in _chunks(source, chunk_rows, progress):
-            if result.rows == 0:
-                missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
-                if missing:
-                    raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
-            chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
-            text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
-            parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
-            # Clean chunks (the usual case) take the vectorised check; a chunk
-            # with any problem goes through `validate` for its row-level report.
-            fast = data.all_valid(parsed)
-            if fast is not None:
-                clean, issues = fast, []
-            else:
-                clean, report = data.validate(parsed, str(source), data.SCORING)
-                issues = [_shift(i, line - 2) for i in report.issues]
-            result.rows += len(chunk)
-            if issues:
-                result.note(issues)
-                bad = sorted({i.line - line for i in issues if i.line is not None})
-                if on_error == "skip" and rejects is not None:
-                    rej = chunk.iloc[bad].copy()
-                    reasons = _reasons(issues)
-                    rej.insert(0, "line", [line + b for b in bad])
-                    rej["reasons"] = [reasons[line + b] for b in bad]
-                    rejects.write(rej)
-                    result.rejected += len(bad)
-            line += len(chunk)
+            part = check_chunk(chunk, features, first_line=line, source=source, output=output)
+            line += part.rows
+            result.rows += part.rows
+            if part.issues:
+                result.note(part.issues)
+                if rejects is not None and part.rejects is not None:
+                    rejects.write(part.rejects)
+                    result.rejected += len(part.rejects)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
-            base = parsed if text_to_parquet else chunk
-            keep = base.iloc[clean.index.to_numpy()] if issues else base
-            if text_to_parquet:
-                # Parquet has types: the model's numeric inputs go out as numbers.
-                keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
-            if len(keep):
-                future = pool.submit(compiled.proba_columns, clean[features])
+            if len(part.keep):
+                future = pool.submit(compiled.proba_columns, part.inputs)
                 flush()
-                pending = (future, keep)
-                result.scored += len(keep)
+                pending = (future, part.keep)
+                result.scored += len(part.keep)
         flush()
         if result.issue_count and on_error == "fail":
             raise BatchError(

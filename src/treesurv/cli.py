@@ -25,12 +25,14 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Validate and manage the study data.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect and verify model bundles.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Watch the served model: drift checks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 # The model lifecycle (issue 4): registry, data add, retrain.
 app.add_typer(registry_app, name="registry")
 data_app.command("add")(data_add)
 app.command()(retrain)
+app.add_typer(monitor_app, name="monitor")
 
 # Wide output when piped (CI logs, files), so report rows are never cut.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -193,8 +195,19 @@ def package(
 
 @app.command()
 def predict(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet input (by extension).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV or Parquet output.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or Parquet input (by extension); with --engine dask also a glob or a "
+            "directory of files."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="CSV or Parquet output; with --engine dask a directory."
+        ),
+    ],
     model: ModelOpt = DEFAULT_PATHS.bundle,
     on_error: Annotated[
         str,
@@ -202,7 +215,25 @@ def predict(
             help="fail: write nothing if any row is bad; skip: score the good rows, list the rest."
         ),
     ] = "fail",
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per chunk (Dask: most rows per Parquet partition).")
+    ] = 50_000,
+    engine: Annotated[
+        str, typer.Option(help="local: stream in this process; dask: on a Dask cluster.")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); none: a local cluster."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes of the local Dask cluster.")
+    ] = 2,
+    worker_memory: Annotated[
+        str, typer.Option(help="Memory limit per local Dask worker.")
+    ] = "2GiB",
+    partition_mb: Annotated[
+        float, typer.Option(min=0.001, help="Dask: megabytes of CSV per partition.")
+    ] = 16.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Score a file: every input column kept, death_probability, predicted_event and
@@ -214,11 +245,12 @@ def predict(
 
     if on_error not in ("fail", "skip"):
         raise fail("--on-error must be fail or skip", 2)
+    if engine not in ("local", "dask"):
+        raise fail("--engine must be local or dask", 2)
     try:
         bundle, compiled = load_verified(model)
     except BundleError as exc:
         raise fail(str(exc)) from None
-    total = batch.input_size(source) if source.exists() else 0
     with Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -228,23 +260,40 @@ def predict(
         disable=quiet,
         transient=True,
     ) as bar:
-        task = bar.add_task("score", total=total or None)
+        task = bar.add_task("score", total=None)
         try:
-            result = batch.score_file(
-                source,
-                output,
-                bundle,
-                compiled,
-                on_error=on_error,  # type: ignore[arg-type]
-                chunk_rows=chunk_rows,
-                progress=lambda n: bar.advance(task, n),
-            )
+            if engine == "dask":
+                from treesurv import dask_batch
+
+                with dask_batch.dask_client(scheduler, workers, worker_memory) as client:
+                    result = dask_batch.score_distributed(
+                        source,
+                        output,
+                        bundle,
+                        client,
+                        on_error=on_error,  # type: ignore[arg-type]
+                        partition_bytes=int(partition_mb * 1024 * 1024),
+                        partition_rows=chunk_rows,
+                        progress=lambda n: bar.advance(task, n),
+                        on_plan=lambda n: bar.update(task, total=n),
+                    )
+            else:
+                bar.update(task, total=batch.input_size(source) if source.exists() else None)
+                result = batch.score_file(
+                    source,
+                    output,
+                    bundle,
+                    compiled,
+                    on_error=on_error,  # type: ignore[arg-type]
+                    chunk_rows=chunk_rows,
+                    progress=lambda n: bar.advance(task, n),
+                )
         except batch.BatchError as exc:
             bar.stop()
             if exc.result is not None:
                 _print_issues(exc.result)
             raise fail(str(exc)) from None
-        except data_mod.DataFileError as exc:
+        except (data_mod.DataFileError, BundleError) as exc:
             raise fail(str(exc)) from None
         except OSError as exc:
             raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
@@ -330,3 +379,76 @@ def model_info(model: Annotated[Path, typer.Argument()] = DEFAULT_PATHS.bundle) 
     except BundleError as exc:
         raise fail(str(exc)) from None
     out.print_json(json.dumps({k: v for k, v in bundle.manifest.items() if k != "params"}))
+
+
+# ------------------------------------------------------------------ monitor
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    log_dir: Annotated[
+        Path,
+        typer.Option(
+            "--log",
+            envvar="TREESURV_PREDICTION_LOG_DIR",
+            help="Prediction log directory (the service's TREESURV_PREDICTION_LOG_DIR).",
+        ),
+    ] = Path("logs/predictions"),
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only predictions from then on: YYYY-MM-DD, ISO time, or 7d/12h/30m."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only predictions before then.")] = None,
+    reference: Annotated[
+        Path,
+        typer.Option(help="Model bundle directory (its reference profile) or a profile JSON."),
+    ] = DEFAULT_PATHS.bundle,
+    json_out: Annotated[Path, typer.Option("--out", help="JSON report.")] = Path(
+        "reports/drift.json"
+    ),
+    html_out: Annotated[Path, typer.Option("--html", help="HTML report.")] = Path(
+        "reports/drift.html"
+    ),
+    params_path: ParamsOpt = PARAMS_FILE,
+) -> None:
+    """Compare logged inputs and predictions with the training reference.
+
+    Exit 0: no drift (or too few predictions for a verdict); 3: drift passed the
+    thresholds in params.yaml (`monitor`); 1: an error.
+    """
+    from treesurv.monitoring.drift import DriftError, Thresholds
+    from treesurv.monitoring.drift_job import EXIT_DRIFT, parse_when, run_drift
+    from treesurv.monitoring.logfile import LogError
+
+    try:
+        params = load_params(params_path) if params_path.exists() else {}
+        thresholds = Thresholds.from_params(params)
+        report, _ = run_drift(
+            log_dir,
+            reference,
+            thresholds,
+            since=parse_when(since) if since else None,
+            until=parse_when(until) if until else None,
+            json_out=json_out,
+            html_out=html_out,
+        )
+    except (DriftError, LogError, ParamsError) as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write the report: {exc.strerror or exc}") from None
+    rows = [("prediction", report.prediction)] if report.prediction else []
+    rows += [(name, f) for name, f in report.features.items()]
+    if rows:
+        table = Table(title=f"drift: {report.rows} logged predictions")
+        for col in ("feature", "PSI", "test", "p-value", "drift"):
+            table.add_column(col)
+        for name, f in rows:
+            assert f is not None
+            flag = "[bold red]yes[/]" if f.drifted else "no"
+            table.add_row(name, f"{f.psi:.3f}", f.test, f"{f.p_value:.3g}", flag)
+        out.print(table)
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False)
+    err.print(f"{report.status}: wrote {json_out} and {html_out}", highlight=False)
+    if report.drift_detected:
+        raise typer.Exit(EXIT_DRIFT)

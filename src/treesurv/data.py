@@ -502,9 +502,10 @@ def split(frame: pd.DataFrame, test_percent: float, salt: str) -> tuple[pd.DataF
 def reference_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
     """A compact description of the training inputs, for drift checks later.
 
-    Numeric features: quantile bin edges and the share of rows in each bin, plus
-    summary statistics; categorical: the share of each category. Missing values
-    have their own share so that a change in missingness counts as drift.
+    Numeric features: quantile bin edges and the share of rows in each bin, a
+    quantile sketch and summary statistics; categorical: the share of each
+    category. Missing values have their own share so that a change in
+    missingness counts as drift.
     """
     features: dict[str, Any] = {}
     n = len(frame)
@@ -519,25 +520,35 @@ def reference_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
                 "missing": missing,
             }
         else:
-            values = col.dropna().to_numpy(dtype=float)
-            edges = _quantile_edges(values, bins)
-            hist = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
-            features[f.name] = {
-                "kind": "numeric",
-                "edges": edges.tolist(),
-                "shares": (hist / max(len(values), 1)).tolist(),
-                "missing": missing,
-                "mean": float(values.mean()) if len(values) else None,
-                "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-                "min": float(values.min()) if len(values) else None,
-                "max": float(values.max()) if len(values) else None,
-                "quantiles": {
-                    str(q): float(np.quantile(values, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
-                }
-                if len(values)
-                else {},
-            }
+            features[f.name] = numeric_profile(col.dropna().to_numpy(dtype=float), bins, missing)
     return {"rows": n, "features": features}
+
+
+# Quantiles at (i + 0.5) / SKETCH_POINTS: a stand-in sample of the reference that
+# keeps its ties, so that a two-sample KS test can run against the profile alone.
+SKETCH_POINTS = 100
+
+
+def numeric_profile(values: np.ndarray, bins: int, missing: float = 0.0) -> dict[str, Any]:
+    """Quantile bins, a quantile sketch and summary statistics of one numeric column."""
+    edges = _quantile_edges(values, bins)
+    hist = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+    probs = (np.arange(SKETCH_POINTS) + 0.5) / SKETCH_POINTS
+    return {
+        "kind": "numeric",
+        "edges": edges.tolist(),
+        "shares": (hist / max(len(values), 1)).tolist(),
+        "missing": missing,
+        "count": len(values),
+        "mean": float(values.mean()) if len(values) else None,
+        "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+        "min": float(values.min()) if len(values) else None,
+        "max": float(values.max()) if len(values) else None,
+        "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)}
+        if len(values)
+        else {},
+        "sketch": np.quantile(values, probs, method="inverted_cdf").tolist() if len(values) else [],
+    }
 
 
 def _quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:

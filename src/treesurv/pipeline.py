@@ -141,6 +141,18 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def _bundle_profile(paths: Paths, params: dict[str, Any]) -> bytes:
+    """The inputs' reference profile plus the distribution of the model's predictions on
+    rows it was not fitted on (out-of-fold), the reference for prediction drift."""
+    profile = json.loads(paths.profile.read_text())
+    oof = pd.read_parquet(paths.oof)["p_cv"].to_numpy(dtype=float)
+    profile["prediction"] = {
+        **data.numeric_profile(oof, int(params["data"].get("profile_bins", 10))),
+        "source": "out-of-fold predictions of the chosen model on the training rows",
+    }
+    return (json.dumps(profile, indent=2) + "\n").encode()
+
+
 def stage_package(
     paths: Paths, params: dict[str, Any], version: str | None = None
 ) -> dict[str, Any]:
@@ -155,7 +167,7 @@ def stage_package(
     files = dumps(spec, arrays)
     files["model.skops"] = sio.dumps(pipeline)
     files["model_card.md"] = paths.card.read_bytes()
-    files["reference_profile.json"] = paths.profile.read_bytes()
+    files["reference_profile.json"] = _bundle_profile(paths, params)
 
     # The compiled model must score exactly like the sklearn pipeline it came from.
     from treesurv.predictor import PredictorError, loads

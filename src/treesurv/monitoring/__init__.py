@@ -1,0 +1,7 @@
+"""Watching the served model: the prediction log, drift checks and their metrics.
+
+`predlog` records every prediction off the request path (serving, stdlib and
+prometheus-client only); `logfile` reads the log back; `drift` compares it with
+the training reference (NumPy + SciPy, run as a job, not inside the API);
+`gauges` turns the latest drift report into Prometheus gauges for the API.
+"""

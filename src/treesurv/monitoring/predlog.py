@@ -1,0 +1,403 @@
+"""The prediction log: every served prediction, recorded off the request path.
+
+`PredictionLog.record()` appends one entry per request to a bounded in-memory
+queue and returns: no lock, no I/O, no exception. A background thread turns the
+entries into JSON Lines (one line per scored instance) and appends them to
+rotating files. A full queue drops the entry and counts it; a failing disk
+(full, read-only, gone) is counted and logged and the entries are dropped;
+neither ever slows down or fails a prediction. `close()` drains the queue.
+
+File format (one JSON object per line, UTF-8; see README "Monitoring & drift"):
+`time` (ISO 8601 UTC, milliseconds), `request_id`, `item` (index in the request),
+`model_version`, the ten schema features (missing EMF is null),
+`death_probability`, `latency_ms` (the whole request). Files are named
+`predictions-<UTC start>-<host>-<pid>-<seq>.jsonl`, so several processes and pods
+can share one directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from treesurv import schema
+
+log = logging.getLogger(__name__)
+
+FILE_PREFIX = "predictions-"
+FILE_SUFFIX = ".jsonl"
+DEFAULT_MAX_QUEUE = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_AGE_SECONDS = 3600.0
+ERROR_LOG_INTERVAL = 60.0  # at most one warning a minute while a sink keeps failing
+# File sequence numbers, shared by every sink of the process so names never collide.
+_FILE_SEQ = itertools.count(1)
+
+# Metric names: the contract in deploy/METRICS.md.
+LOGGED_METRIC = "treesurv_prediction_log_records_total"
+DROPPED_METRIC = "treesurv_prediction_log_dropped_total"
+ERRORS_METRIC = "treesurv_prediction_log_write_errors_total"
+QUEUE_METRIC = "treesurv_prediction_log_queue_entries"
+
+
+class Sink(Protocol):
+    """Where encoded lines go; `write` raises OSError when they could not be stored."""
+
+    def write(self, lines: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RotatingJsonlSink:
+    """Appends lines to `predictions-*.jsonl` files under `directory`.
+
+    A new file starts when the current one reaches `max_bytes` or `max_age_seconds`.
+    Files older than `retain_seconds` (by modification time) are deleted at each
+    rotation. After a failed write the file is abandoned and the next write starts
+    a new one, so a directory that comes back (disk freed, volume remounted)
+    resumes logging by itself.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        retain_seconds: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_bytes < 1 or max_age_seconds <= 0:
+            raise ValueError("max_bytes and max_age_seconds must be positive")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self.retain_seconds = retain_seconds
+        self._clock = clock
+        self._tag = f"{_safe(socket.gethostname())}-{os.getpid()}"
+        self._fh: TextIO | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._opened = 0.0
+
+    @property
+    def current(self) -> Path | None:
+        return self._path
+
+    def write(self, lines: Sequence[str]) -> None:
+        now = self._clock()
+        if (
+            self._fh is None
+            or self._size >= self.max_bytes
+            or now - self._opened >= self.max_age_seconds
+        ):
+            self._rotate(now)
+        assert self._fh is not None
+        text = "".join(lines)
+        try:
+            self._fh.write(text)
+            self._fh.flush()
+        except OSError:
+            self._abandon()
+            raise
+        self._size += len(text.encode())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh, self._path = self._fh, None, None
+            fh.close()
+
+    def _rotate(self, now: float) -> None:
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        seq = next(_FILE_SEQ)
+        path = self.directory / f"{FILE_PREFIX}{stamp}-{self._tag}-{seq:04d}{FILE_SUFFIX}"
+        self._fh = self._open(path)
+        self._path, self._size, self._opened = path, 0, now
+        if self.retain_seconds is not None:
+            self._prune(now - self.retain_seconds)
+
+    def _open(self, path: Path) -> TextIO:
+        # "x": never append to (or clobber) another process's file.
+        return path.open("x", encoding="utf-8")
+
+    def _abandon(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            self._fh, self._path = None, None
+
+    def _prune(self, before: float) -> None:
+        for path in self.directory.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"):
+            try:
+                if path != self._path and path.stat().st_mtime < before:
+                    path.unlink()
+            except OSError:
+                continue  # another process pruned it first
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """Counts since the log was created: lines written, instances dropped (queue full,
+    closed or unencodable) and instances lost to write errors."""
+
+    logged: int
+    dropped: int
+    write_errors: int
+    queued: int
+
+
+# One queued request: (unix time, request id, model version, instances,
+# probabilities, latency in seconds).
+_Entry = tuple[float, str, str, Sequence[Mapping[str, Any]], Sequence[float], float]
+
+
+class PredictionLog:
+    """Bounded queue + background writer; see the module docstring.
+
+    `registry`: a prometheus-client registry to register the counters in (None:
+    not registered; the objects are still reachable as attributes).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str | None = None,
+        *,
+        sink: Sink | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        flush_interval: float = 0.5,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+        retain_seconds: float | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if sink is None:
+            if directory is None:
+                raise ValueError("PredictionLog needs a directory or a sink")
+            sink = RotatingJsonlSink(
+                directory,
+                max_bytes=max_bytes,
+                max_age_seconds=max_age_seconds,
+                retain_seconds=retain_seconds,
+            )
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.sink = sink
+        self.max_queue = max_queue
+        self.flush_interval = flush_interval
+        self._queue: deque[_Entry] = deque()
+        self._high_water = max(1, max_queue // 2)
+        self._wake = threading.Event()
+        self._closed = False
+        self._busy = False
+        self._lock = threading.Lock()  # only for the rare drop path and the stats
+        self._logged = self._dropped = self._errors = 0
+        self._last_error_log = -math.inf
+        self._errors_since_log = 0
+        self.logged_total = Counter(
+            LOGGED_METRIC, "Predictions written to the prediction log.", registry=registry
+        )
+        self.dropped_total = Counter(
+            DROPPED_METRIC,
+            "Predictions not logged because the queue was full or the log closed.",
+            registry=registry,
+        )
+        self.write_errors_total = Counter(
+            ERRORS_METRIC,
+            "Predictions lost because the log sink failed (disk full, read-only, ...).",
+            registry=registry,
+        )
+        self.queue_entries = Gauge(
+            QUEUE_METRIC, "Requests waiting in the prediction log queue.", registry=registry
+        )
+        self.queue_entries.set_function(lambda: len(self._queue))
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------- request path
+
+    def record(
+        self,
+        request_id: str,
+        model_version: str,
+        instances: Sequence[Mapping[str, Any]],
+        probabilities: Sequence[float],
+        latency_seconds: float,
+        timestamp: float | None = None,
+    ) -> bool:
+        """Queue one request's predictions; True if queued, False if dropped.
+
+        Never blocks, never raises. `instances` are mappings with the schema's
+        feature names; they are read later by the writer thread, so pass objects
+        the caller will not change.
+        """
+        try:
+            if self._closed or len(self._queue) >= self.max_queue:
+                self._drop(len(instances))
+                return False
+            self._queue.append(
+                (
+                    time.time() if timestamp is None else timestamp,
+                    request_id,
+                    model_version,
+                    instances,
+                    probabilities,
+                    latency_seconds,
+                )
+            )
+            if len(self._queue) >= self._high_water:
+                self._wake.set()
+            return True
+        except Exception:  # a monitoring side channel must never fail a request
+            self._drop(1)
+            return False
+
+    def _drop(self, n: int) -> None:
+        with self._lock:
+            self._dropped += n
+        self.dropped_total.inc(n)
+
+    # ----------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            closing = self._closed
+            try:
+                self._drain()
+            except Exception:  # pragma: no cover - a bug here must not stop the thread
+                log.exception("prediction log: writer error")
+            if closing:
+                break
+        try:
+            self.sink.close()
+        except OSError as exc:
+            self._report_error(0, exc)
+
+    def _drain(self) -> None:
+        self._busy = True
+        try:
+            self._drain_queue()
+        finally:
+            self._busy = False
+
+    def _drain_queue(self) -> None:
+        while self._queue:
+            lines: list[str] = []
+            while self._queue and len(lines) < 10_000:
+                entry = self._queue.popleft()
+                try:
+                    lines.extend(encode_entry(entry))
+                except Exception:  # whatever the caller passed, the writer must go on
+                    log.warning("prediction log: an entry could not be encoded; dropped")
+                    self._drop(_length(entry[3]))
+            if not lines:
+                continue
+            try:
+                self.sink.write(lines)
+            except OSError as exc:
+                self._report_error(len(lines), exc)
+                continue
+            with self._lock:
+                self._logged += len(lines)
+            self.logged_total.inc(len(lines))
+
+    def _report_error(self, n: int, exc: OSError) -> None:
+        with self._lock:
+            self._errors += n
+        self.write_errors_total.inc(n)
+        self._errors_since_log += n
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            log.error(
+                "prediction log: cannot write (%s); %d prediction(s) lost since the last "
+                "report, predictions are still served",
+                exc,
+                self._errors_since_log,
+            )
+            self._last_error_log, self._errors_since_log = now, 0
+
+    # --------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far has been handed to the sink."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._busy) and self._thread.is_alive():
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.002)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting entries, write everything queued, close the file."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("prediction log: the writer did not finish within %.0fs", timeout)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> LogStats:
+        with self._lock:
+            return LogStats(self._logged, self._dropped, self._errors, len(self._queue))
+
+
+# One encoder for every line (json.dumps with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def encode_entry(entry: _Entry) -> list[str]:
+    """JSON Lines for one request (one line per instance)."""
+    ts, request_id, version, instances, probabilities, latency = entry
+    if len(instances) != len(probabilities):
+        raise ValueError("instances and probabilities differ in length")
+    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    latency_ms = round(float(latency) * 1000.0, 3)
+    lines = []
+    for item, (instance, proba) in enumerate(zip(instances, probabilities, strict=True)):
+        row: dict[str, Any] = {
+            "time": when,
+            "request_id": request_id,
+            "item": item,
+            "model_version": version,
+        }
+        for name in schema.FEATURE_NAMES:
+            value = instance.get(name)
+            row[name] = value if value == value else None  # NaN (missing) -> null
+        row["death_probability"] = float(proba)
+        row["latency_ms"] = latency_ms
+        lines.append(_ENCODE(row) + "\n")
+    return lines
+
+
+def _length(items: Any) -> int:
+    try:
+        return max(1, len(items))
+    except TypeError:
+        return 1
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "host"
