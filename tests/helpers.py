@@ -46,3 +46,48 @@ def build_bundle(
             "params": {},
         },
     )
+
+
+def build_four_model_bundle(
+    dest: Path, frame: pd.DataFrame, version: str = "1.0.0", *, trees: int = 10
+) -> dict[str, Any]:
+    """A verified bundle with all four sub-models (full/planning x classifier/survival),
+    small and quick: forests for the classifiers, boosted Cox trees for survival."""
+    from sksurv.ensemble import GradientBoostingSurvivalAnalysis
+
+    from treesurv.compiler import compile_survival
+    from treesurv.survival import survival_target
+
+    y = frame[schema.TARGET].to_numpy(dtype=int)
+    ys = survival_target(frame)
+    files: dict[str, bytes] = {}
+    submodels: dict[str, dict[str, Any]] = {}
+    for variant, features in (("full", schema.FEATURE_NAMES), ("planning", schema.DESIGN)):
+        params = fit_encoder(frame, features)
+        X = encode(params, frame)
+        clf = RandomForestClassifier(trees, max_depth=5, random_state=0).fit(X, y)
+        surv = GradientBoostingSurvivalAnalysis(n_estimators=trees, max_depth=2).fit(X, ys)
+        for kind, compiled in (
+            ("classifier", compile_model(params, clf)),
+            ("survival", compile_survival(params, surv)),
+        ):
+            entry = bundle.submodel_entry(variant, kind, features=list(features))
+            files.update(dumps(*compiled, stem=entry["spec"].removesuffix(".json")))
+            submodels.setdefault(variant, {})[kind] = entry
+    files["model_card.md"] = f"# Test model {version}\n".encode()
+    files["reference_profile.json"] = json.dumps(data.reference_profile(frame)).encode()
+    return bundle.write_bundle(
+        dest,
+        files,
+        name="tree-survival",
+        version=version,
+        extra={
+            "decision_threshold": 0.5,
+            "metrics": {"test": {"roc_auc": 0.9}},
+            "schema": schema.schema_document(),
+            "data": {"md5": None},
+            "params": {},
+            "submodels": submodels,
+            "survival": {"max_days": float(ys["time"].max())},
+        },
+    )

@@ -39,6 +39,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 MAX_FILE_BYTES = 512 * 1024 * 1024
 LIBRARIES = ("numpy", "scikit-learn", "scikit-survival", "numba", "skops", "pandas", "treesurv")
+# Manifest keys write_bundle sets itself; `extra` may not override them.
+MANIFEST_KEYS = ("format", "name", "version", "created", "libraries", "files", "digest")
 VARIANTS = ("full", "planning")
 KINDS = ("classifier", "survival")
 # The file stem of each sub-model: <stem>.json (spec) + <stem>.npz (arrays).
@@ -220,6 +222,9 @@ def write_bundle(
     for fname in files:
         if not SAFE_NAME.match(fname) or fname == MANIFEST:
             raise BundleError(f"bad bundle file name {fname!r}")
+    clash = sorted(set(extra) & set(MANIFEST_KEYS))
+    if clash:
+        raise BundleError(f"extra manifest keys {clash} are set by the bundle itself")
     if "submodels" in extra:
         _check_submodels(extra["submodels"], files, "bundle")
     manifest: dict[str, Any] = {

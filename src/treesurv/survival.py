@@ -113,9 +113,15 @@ def integrated_brier(
 def survival_metrics(
     y_train: np.ndarray, y_eval: np.ndarray, risk: np.ndarray, surv: np.ndarray, days: np.ndarray
 ) -> dict[str, float]:
+    """Concordance and IBS of a model; the IBS of the training rows' Kaplan-Meier curve
+    (the same curve for everyone) is the no-information reference."""
+    km = kaplan_meier(y_train["time"], y_train["event"], days)
     return {
         "concordance": concordance(y_eval, risk),
         "integrated_brier": integrated_brier(y_train, y_eval, surv, days),
+        "integrated_brier_km": integrated_brier(
+            y_train, y_eval, np.tile(km, (len(y_eval), 1)), days
+        ),
         "rows": len(y_eval),
         "events": int(y_eval["event"].sum()),
     }
@@ -157,16 +163,16 @@ def cross_validate_survival(
         build, X, y, splits, lambda m, Xt: predict_risk_and_survival(m, Xt, days)
     )
     oof = np.full((len(y), 1 + len(days)), np.nan)
-    fold_c, fold_ibs = [], []
+    folds = []
     for (train_idx, test_idx), p in zip(splits, preds, strict=True):
         oof[test_idx] = p
-        m = survival_metrics(y[train_idx], y[test_idx], p[:, 0], p[:, 1:], days)
-        fold_c.append(m["concordance"])
-        fold_ibs.append(m["integrated_brier"])
+        folds.append(survival_metrics(y[train_idx], y[test_idx], p[:, 0], p[:, 1:], days))
+    fold_c = [m["concordance"] for m in folds]
     metrics = {
         "concordance": float(np.mean(fold_c)),
         "concordance_fold_std": float(np.std(fold_c)),
-        "integrated_brier": float(np.nanmean(fold_ibs)),
+        "integrated_brier": float(np.nanmean([m["integrated_brier"] for m in folds])),
+        "integrated_brier_km": float(np.nanmean([m["integrated_brier_km"] for m in folds])),
         "rows": len(y),
         "events": int(y["event"].sum()),
     }
