@@ -31,6 +31,13 @@ def build_bundle(
         encode(params, frame), y
     )
     files = dumps(*compile_model(params, model))
+    return _write(dest, files, frame, version, {"decision_threshold": threshold})
+
+
+def _write(
+    dest: Path, files: dict[str, bytes], frame: pd.DataFrame, version: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Add the card and profile, then write the bundle with the test manifest fields."""
     files["model_card.md"] = f"# Test model {version}\n".encode()
     files["reference_profile.json"] = json.dumps(data.reference_profile(frame)).encode()
     return bundle.write_bundle(
@@ -39,11 +46,12 @@ def build_bundle(
         name="tree-survival",
         version=version,
         extra={
-            "decision_threshold": threshold,
+            "decision_threshold": 0.5,
             "metrics": {"test": {"roc_auc": 0.9}},
             "schema": schema.schema_document(),
             "data": {"md5": None},
             "params": {},
+            **extra,
         },
     )
 
@@ -74,20 +82,10 @@ def build_four_model_bundle(
             entry = bundle.submodel_entry(variant, kind, features=list(features))
             files.update(dumps(*compiled, stem=entry["spec"].removesuffix(".json")))
             submodels.setdefault(variant, {})[kind] = entry
-    files["model_card.md"] = f"# Test model {version}\n".encode()
-    files["reference_profile.json"] = json.dumps(data.reference_profile(frame)).encode()
-    return bundle.write_bundle(
+    return _write(
         dest,
         files,
-        name="tree-survival",
-        version=version,
-        extra={
-            "decision_threshold": 0.5,
-            "metrics": {"test": {"roc_auc": 0.9}},
-            "schema": schema.schema_document(),
-            "data": {"md5": None},
-            "params": {},
-            "submodels": submodels,
-            "survival": {"max_days": float(ys["time"].max())},
-        },
+        frame,
+        version,
+        {"submodels": submodels, "survival": {"max_days": float(ys["time"].max())}},
     )

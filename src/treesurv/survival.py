@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 
 from treesurv import schema
 from treesurv.train import (
+    CVResult,
     _configs,
     _folds,
     feature_columns,
@@ -127,23 +128,6 @@ def survival_metrics(
     }
 
 
-@dataclass
-class SurvivalCVResult:
-    candidate: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    fold_concordance: list[float]
-    oof: np.ndarray = field(repr=False)  # risk, then S(day) for each evaluation day
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "candidate": self.candidate,
-            "params": self.params,
-            "metrics": self.metrics,
-            "fold_concordance": self.fold_concordance,
-        }
-
-
 def cross_validate_survival(
     build: Callable[[], Any],
     X: pd.DataFrame,
@@ -182,8 +166,8 @@ def cross_validate_survival(
 @dataclass
 class SurvivalTrainResult:
     pipeline: Pipeline
-    chosen: SurvivalCVResult
-    search: list[SurvivalCVResult]
+    chosen: CVResult
+    search: list[CVResult]
     days: np.ndarray
     features: tuple[str, ...]
     seconds: float
@@ -203,7 +187,7 @@ class SurvivalTrainResult:
         }
 
 
-def _select(results: Sequence[SurvivalCVResult], select_by: str, tolerance: float) -> Any:
+def _select(results: Sequence[CVResult], select_by: str, tolerance: float) -> Any:
     """Best by the chosen metric; near-ties on concordance go to the lower IBS."""
     if select_by == "integrated_brier":
         return min(results, key=lambda r: r.metrics["integrated_brier"])
@@ -233,7 +217,7 @@ def train_survival(
     days = evaluation_days(y["time"], sp.get("horizons", []))
     n_folds = int(sp["cv_folds"])
 
-    search: list[SurvivalCVResult] = []
+    search: list[CVResult] = []
     for name in sp["candidates"]:
         if name not in SURVIVAL_CANDIDATES:
             raise ValueError(
@@ -248,7 +232,7 @@ def train_survival(
                 n_folds,
                 seed,
             )
-            search.append(SurvivalCVResult(name, cfg, metrics, fold_c, oof))
+            search.append(CVResult(name, cfg, metrics, fold_c, oof, "concordance"))
             log_fn(
                 f"survival {name} {cfg}: concordance {metrics['concordance']:.4f} "
                 f"IBS {metrics['integrated_brier']:.4f}"

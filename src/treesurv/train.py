@@ -67,18 +67,21 @@ def pipeline_builder(model: Any, features: Sequence[str], cell_z: bool) -> Calla
 
 @dataclass
 class CVResult:
+    """One configuration's cross-validation: metrics, per-fold scores, out-of-fold output."""
+
     candidate: str
     params: dict[str, Any]
     metrics: dict[str, float]
-    fold_auc: list[float]
+    fold_scores: list[float]
     oof: np.ndarray = field(repr=False)
+    fold_metric: str = "roc_auc"  # what fold_scores hold
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "candidate": self.candidate,
             "params": self.params,
             "metrics": self.metrics,
-            "fold_roc_auc": self.fold_auc,
+            f"fold_{self.fold_metric}": self.fold_scores,
         }
 
 
@@ -320,13 +323,13 @@ def train(
     elif method not in CALIBRATIONS:
         raise ValueError(f"train.calibration must be auto or one of {CALIBRATIONS}")
     oof = calibrated(chosen.oof, method)
-    cv_metrics = _summary(y, oof, chosen.fold_auc, bins)
+    cv_metrics = _summary(y, oof, chosen.fold_scores, bins)
 
     # The same candidate, folds grouped by plot: generalisation to a new site.
     oof_g_raw, fold_auc_g = (
         cross_validate(builder(model), X, y, int(tp["group_folds"]), seed, groups)
         if groups is not None
-        else (chosen.oof, chosen.fold_auc)
+        else (chosen.oof, chosen.fold_scores)
     )
     oof_group = calibrated(oof_g_raw, method)
     cv_group_metrics = _summary(y, oof_group, fold_auc_g, bins)

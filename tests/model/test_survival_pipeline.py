@@ -146,7 +146,10 @@ def test_survival_directions(
         assert s60[amf & sterile].mean() > s60[amf & ~sterile].mean() + 0.1
         median = predictor.median_survival_days(study)
         assert np.nanmedian(median[amf]) < 60
-        assert np.isnan(median[~amf]).mean() > 0.8  # most oaks outlive the study
+        # Kaplan-Meier: about 60% of the oaks are alive at the end, so most oaks'
+        # median survival lies beyond the study (NaN); hardly any maple's or cherry's.
+        assert np.isnan(median[~amf]).mean() > 0.5
+        assert np.isnan(median[amf]).mean() < 0.1
 
 
 def test_model_card_and_plots(bundle_dir: Path, pipeline_project: Path) -> None:
