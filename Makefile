@@ -47,15 +47,15 @@ test-fast: setup ## Only the quick tests (no real pipeline, no servers)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## Ruff
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: setup ## Mypy (strict)
 	$(BIN)/mypy
 
 format: setup ## Format and fix what ruff can
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests $(wildcard bench)
+	$(BIN)/ruff format src tests $(wildcard bench)
 
 bench: setup ## Run the benchmarks in bench/
 	$(BIN)/python bench/run.py

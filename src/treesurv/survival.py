@@ -183,7 +183,6 @@ class SurvivalTrainResult:
             "features": list(self.features),
             "days": self.days.tolist(),
             "search": [r.to_dict() for r in self.search],
-            "seconds": round(self.seconds, 1),
         }
 
 
@@ -245,14 +244,13 @@ def train_survival(
     pipeline = make_pipeline(
         make_survival_estimator(chosen.candidate, chosen.params, seed), features, cell_z
     ).fit(X, y)
+    seconds = time.perf_counter() - start
     log_fn(
         f"survival chosen {chosen.candidate} {chosen.params}: "
         f"CV concordance {chosen.metrics['concordance']:.4f} "
-        f"IBS {chosen.metrics['integrated_brier']:.4f}"
+        f"IBS {chosen.metrics['integrated_brier']:.4f} ({seconds:.0f} s)"
     )
-    return SurvivalTrainResult(
-        pipeline, chosen, search, days, features, time.perf_counter() - start
-    )
+    return SurvivalTrainResult(pipeline, chosen, search, days, features, seconds)
 
 
 # ------------------------------------------------------------------ evaluation

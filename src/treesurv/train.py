@@ -180,7 +180,6 @@ class TrainResult:
             "cv": self.cv_metrics,
             "cv_group": self.cv_group_metrics,
             "search": [r.to_dict() for r in self.search],
-            "seconds": round(self.seconds, 1),
         }
 
 
