@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,25 @@ def test_classifier_only_bundle_still_loads(tmp_path: Path, study: pd.DataFrame)
         require_complete(bundle)
     with pytest.raises(BundleError, match="no sub-model 'later'"):
         bundle.classifier("later")
+
+
+def test_serving_path_needs_neither_sklearn_nor_sksurv(four: Path) -> None:
+    # What the service does, in a fresh interpreter: load, verify, score curves.
+    example = dict(schema.EXAMPLE)
+    code = f"""
+import sys
+from treesurv.bundle import load_verified
+from treesurv.predictor import SurvivalPredictor
+bundle, _ = load_verified({str(four)!r})
+row = {example!r}
+for variant in bundle.variants:
+    s = SurvivalPredictor(bundle.survival(variant)).survival_at([row], [30, 115.5])
+    assert s.shape == (1, 2) and s[0, 0] >= s[0, 1]
+    assert 0 <= bundle.classifier(variant).proba_columns({{k: [v] for k, v in row.items()}})[0] <= 1
+loaded = sorted({{m.split(".")[0] for m in sys.modules}} & {{"sklearn", "sksurv"}})
+print(loaded)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    assert out.strip() == "[]"
