@@ -89,3 +89,10 @@ def build_four_model_bundle(
         version,
         {"submodels": submodels, "survival": {"max_days": float(ys["time"].max())}},
     )
+
+
+def flip_middle_byte(path: Path) -> None:
+    """Tamper with a file: one bit of its middle byte flipped."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))

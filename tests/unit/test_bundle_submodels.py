@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import build_bundle, build_four_model_bundle
+from tests.helpers import build_bundle, build_four_model_bundle, flip_middle_byte
 from treesurv import bundle as bundle_mod
 from treesurv import data, schema
 from treesurv.bundle import MANIFEST, BundleError, load_verified, read_bundle, require_complete
@@ -63,10 +63,7 @@ def test_four_models_by_variant(four: Path, study: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("name", SUBMODEL_FILES[2:])
 def test_a_changed_byte_in_any_submodel_is_refused(four: Path, name: str) -> None:
-    path = four / name
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    flip_middle_byte(four / name)
     with pytest.raises(BundleError, match=f"{name} does not match its sha256"):
         load_verified(four)
 
