@@ -31,6 +31,13 @@ def build_bundle(
         encode(params, frame), y
     )
     files = dumps(*compile_model(params, model))
+    return _write(dest, files, frame, version, {"decision_threshold": threshold})
+
+
+def _write(
+    dest: Path, files: dict[str, bytes], frame: pd.DataFrame, version: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Add the card and profile, then write the bundle with the test manifest fields."""
     files["model_card.md"] = f"# Test model {version}\n".encode()
     files["reference_profile.json"] = json.dumps(data.reference_profile(frame)).encode()
     return bundle.write_bundle(
@@ -39,10 +46,53 @@ def build_bundle(
         name="tree-survival",
         version=version,
         extra={
-            "decision_threshold": threshold,
+            "decision_threshold": 0.5,
             "metrics": {"test": {"roc_auc": 0.9}},
             "schema": schema.schema_document(),
             "data": {"md5": None},
             "params": {},
+            **extra,
         },
     )
+
+
+def build_four_model_bundle(
+    dest: Path, frame: pd.DataFrame, version: str = "1.0.0", *, trees: int = 10
+) -> dict[str, Any]:
+    """A verified bundle with all four sub-models (full/planning x classifier/survival),
+    small and quick: forests for the classifiers, boosted Cox trees for survival."""
+    from sksurv.ensemble import GradientBoostingSurvivalAnalysis
+
+    from treesurv.compiler import compile_survival
+    from treesurv.survival import survival_target
+
+    y = frame[schema.TARGET].to_numpy(dtype=int)
+    ys = survival_target(frame)
+    files: dict[str, bytes] = {}
+    submodels: dict[str, dict[str, Any]] = {}
+    for variant, features in (("full", schema.FEATURE_NAMES), ("planning", schema.DESIGN)):
+        params = fit_encoder(frame, features)
+        X = encode(params, frame)
+        clf = RandomForestClassifier(trees, max_depth=5, random_state=0).fit(X, y)
+        surv = GradientBoostingSurvivalAnalysis(n_estimators=trees, max_depth=2).fit(X, ys)
+        for kind, compiled in (
+            ("classifier", compile_model(params, clf)),
+            ("survival", compile_survival(params, surv)),
+        ):
+            entry = bundle.submodel_entry(variant, kind, features=list(features))
+            files.update(dumps(*compiled, stem=entry["spec"].removesuffix(".json")))
+            submodels.setdefault(variant, {})[kind] = entry
+    return _write(
+        dest,
+        files,
+        frame,
+        version,
+        {"submodels": submodels, "survival": {"max_days": float(ys["time"].max())}},
+    )
+
+
+def flip_middle_byte(path: Path) -> None:
+    """Tamper with a file: one bit of its middle byte flipped."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))

@@ -5,6 +5,12 @@ pipeline as skops, the model card, the reference profile). The manifest records
 the sha256 of every file and a digest of its own content; loading reads every
 file into memory once, checks it against the manifest and only then parses it,
 so a bundle swapped or edited while being read can never be half-loaded.
+
+A bundle from the pipeline holds four compiled sub-models, listed in the
+manifest's `submodels`: for each variant (`full`: all ten features; `planning`:
+the design variables only, known before planting) a classifier (P(death during
+the study)) and a survival model (P(alive on a given day)). `predictor.json/npz`
+is the full classifier, as in bundles made before sub-models existed.
 """
 
 from __future__ import annotations
@@ -32,7 +38,18 @@ REQUIRED_FILES = (predictor.SPEC_FILE, predictor.ARRAYS_FILE, "model_card.md")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 MAX_FILE_BYTES = 512 * 1024 * 1024
-LIBRARIES = ("numpy", "scikit-learn", "numba", "skops", "pandas", "treesurv")
+LIBRARIES = ("numpy", "scikit-learn", "scikit-survival", "numba", "skops", "pandas", "treesurv")
+# Manifest keys write_bundle sets itself; `extra` may not override them.
+MANIFEST_KEYS = ("format", "name", "version", "created", "libraries", "files", "digest")
+VARIANTS = ("full", "planning")
+KINDS = ("classifier", "survival")
+# The file stem of each sub-model: <stem>.json (spec) + <stem>.npz (arrays).
+SUBMODEL_STEMS = {
+    ("full", "classifier"): "predictor",
+    ("full", "survival"): "survival",
+    ("planning", "classifier"): "planning",
+    ("planning", "survival"): "planning_survival",
+}
 
 
 class BundleError(Exception):
@@ -105,6 +122,75 @@ class Bundle:
         """The compiled predictor, parsed from the verified bytes."""
         return predictor.loads(self.files[predictor.SPEC_FILE], self.files[predictor.ARRAYS_FILE])
 
+    @property
+    def submodels(self) -> dict[str, dict[str, Any]]:
+        """variant -> kind -> {"spec", "arrays", ...}; a bundle made before sub-models
+        existed has its predictor as the full classifier and nothing else."""
+        listed = self.manifest.get("submodels")
+        if isinstance(listed, dict):
+            return listed
+        return {"full": {"classifier": submodel_entry("full", "classifier")}}
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Variants with a classifier, `full` first."""
+        return tuple(v for v in VARIANTS if "classifier" in self.submodels.get(v, {}))
+
+    def has(self, variant: str, kind: str) -> bool:
+        return kind in self.submodels.get(variant, {})
+
+    def _files_of(self, variant: str, kind: str) -> tuple[bytes, bytes]:
+        if variant not in VARIANTS or kind not in KINDS:
+            raise BundleError(
+                f"no sub-model {variant!r}/{kind!r}: variants are {', '.join(VARIANTS)}, "
+                f"kinds {', '.join(KINDS)}"
+            )
+        entry = self.submodels.get(variant, {}).get(kind)
+        if entry is None:
+            raise BundleError(f"{self.path}: this bundle has no {variant} {kind} model")
+        return self.files[entry["spec"]], self.files[entry["arrays"]]
+
+    def classifier(self, variant: str = "full") -> predictor.CompiledModel:
+        """The compiled classifier of a variant (P(death during the study))."""
+        try:
+            return predictor.loads(*self._files_of(variant, "classifier"))
+        except predictor.PredictorError as exc:
+            raise BundleError(f"{self.path}: {variant} classifier is invalid: {exc}") from None
+
+    def survival(self, variant: str = "full") -> predictor.CompiledSurvival:
+        """The compiled survival model of a variant (P(alive on a given day))."""
+        try:
+            return predictor.loads_survival(*self._files_of(variant, "survival"))
+        except predictor.PredictorError as exc:
+            raise BundleError(f"{self.path}: {variant} survival model is invalid: {exc}") from None
+
+    def load(self, variant: str, kind: str) -> Any:
+        return self.classifier(variant) if kind == "classifier" else self.survival(variant)
+
+
+def submodel_entry(variant: str, kind: str, **extra: Any) -> dict[str, Any]:
+    """The manifest entry of one sub-model: its two files and what describes it."""
+    stem = SUBMODEL_STEMS[(variant, kind)]
+    return {"spec": f"{stem}.json", "arrays": f"{stem}.npz", **extra}
+
+
+def _check_submodels(submodels: Any, files: Any, where: str) -> None:
+    """Every sub-model the manifest lists names known variants/kinds and listed files."""
+    if not isinstance(submodels, dict):
+        raise BundleError(f"{where}: submodels must be a mapping of variant to kinds")
+    for variant, kinds in submodels.items():
+        if variant not in VARIANTS or not isinstance(kinds, dict):
+            raise BundleError(f"{where}: unknown sub-model variant {variant!r}")
+        for kind, entry in kinds.items():
+            if kind not in KINDS or not isinstance(entry, dict):
+                raise BundleError(f"{where}: unknown sub-model kind {variant!r}/{kind!r}")
+            for role in ("spec", "arrays"):
+                if entry.get(role) not in files:
+                    raise BundleError(
+                        f"{where}: the {variant} {kind} model's {role} file "
+                        f"{entry.get(role)!r} is not among the bundle's files"
+                    )
+
 
 def write_bundle(
     directory: Path,
@@ -126,6 +212,11 @@ def write_bundle(
     for fname in files:
         if not SAFE_NAME.match(fname) or fname == MANIFEST:
             raise BundleError(f"bad bundle file name {fname!r}")
+    clash = sorted(set(extra) & set(MANIFEST_KEYS))
+    if clash:
+        raise BundleError(f"extra manifest keys {clash} are set by the bundle itself")
+    if "submodels" in extra:
+        _check_submodels(extra["submodels"], files, "bundle")
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "name": name,
@@ -201,6 +292,8 @@ def read_bundle(directory: Path | str) -> Bundle:
     for required in REQUIRED_FILES:
         if required not in listed:
             raise BundleError(f"{directory}: {MANIFEST} does not list {required}")
+    if "submodels" in manifest:
+        _check_submodels(manifest["submodels"], listed, f"{directory}: {MANIFEST}")
     present = {p.name for p in directory.iterdir() if p.name != MANIFEST}
     unexpected = sorted(present - set(listed))
     if unexpected:
@@ -229,13 +322,28 @@ def read_bundle(directory: Path | str) -> Bundle:
 
 
 def load_verified(directory: Path | str) -> tuple[Bundle, predictor.CompiledModel]:
-    """Read, verify and parse: what the service and batch scoring use."""
+    """Read, verify and parse: what the service and batch scoring use.
+
+    Returns the full classifier; every other sub-model the manifest lists is
+    parsed too, so a bundle with any invalid model is refused as a whole.
+    """
     bundle = read_bundle(directory)
     try:
         compiled = bundle.compiled()
     except predictor.PredictorError as exc:
         raise BundleError(f"{directory}: compiled model is invalid: {exc}") from None
+    for variant, kinds in bundle.submodels.items():
+        for kind in kinds:
+            if (variant, kind) != ("full", "classifier"):
+                bundle.load(variant, kind)
     return bundle, compiled
+
+
+def require_complete(bundle: Bundle) -> None:
+    """A pipeline bundle has every sub-model: both variants, both kinds."""
+    missing = [f"{v} {k}" for v in VARIANTS for k in KINDS if not bundle.has(v, k)]
+    if missing:
+        raise BundleError(f"{bundle.path}: bundle lacks the {', '.join(missing)} model(s)")
 
 
 def _get(obj: Any, key: str) -> Any:

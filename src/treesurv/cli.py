@@ -140,15 +140,32 @@ def prepare(params_path: ParamsOpt = PARAMS_FILE) -> None:
 
 
 @app.command()
-def train(params_path: ParamsOpt = PARAMS_FILE) -> None:
+def train(
+    params_path: ParamsOpt = PARAMS_FILE,
+    variant: Annotated[
+        str, typer.Option(help="full: every feature; planning: the design variables only.")
+    ] = "full",
+) -> None:
     """Pipeline stage: search the candidates, cross-validate, calibrate, fit."""
     from treesurv.pipeline import stage_train
 
     params, paths = _params(params_path)
     try:
-        stage_train(paths, params, log.info)
+        stage_train(paths, params, log.info, variant)
     except (ValueError, OSError, KeyError) as exc:
         raise fail(f"training failed: {exc}") from None
+
+
+@app.command("train-survival")
+def train_survival(params_path: ParamsOpt = PARAMS_FILE) -> None:
+    """Pipeline stage: the survival models (full and planning), chosen by CV."""
+    from treesurv.pipeline import stage_train_survival
+
+    params, paths = _params(params_path)
+    try:
+        stage_train_survival(paths, params, log.info)
+    except (ValueError, OSError, KeyError) as exc:
+        raise fail(f"survival training failed: {exc}") from None
 
 
 @app.command()
@@ -161,16 +178,28 @@ def evaluate(params_path: ParamsOpt = PARAMS_FILE) -> None:
         metrics = stage_evaluate(paths, params)
     except (StageError, OSError) as exc:
         raise fail(str(exc)) from None
-    for split in ("cv", "cv_group", "test"):
-        m = metrics[split]
-        log.info(
-            "%-8s ROC AUC %.4f  Brier %.4f  accuracy %.4f  ECE %.4f",
-            split,
-            m["roc_auc"],
-            m["brier"],
-            m["accuracy"],
-            m["ece"],
-        )
+    for name, block in (("full", metrics), ("planning", metrics["planning"])):
+        for split in ("cv", "cv_group", "test"):
+            m = block[split]
+            log.info(
+                "%-8s %-8s ROC AUC %.4f  Brier %.4f  accuracy %.4f  ECE %.4f",
+                name,
+                split,
+                m["roc_auc"],
+                m["brier"],
+                m["accuracy"],
+                m["ece"],
+            )
+    for name in ("full", "planning"):
+        for split in ("cv", "test"):
+            m = metrics["survival"][name][split]
+            log.info(
+                "survival %-8s %-4s concordance %.4f  integrated Brier %.4f",
+                name,
+                split,
+                m["concordance"],
+                m["integrated_brier"],
+            )
 
 
 @app.command()

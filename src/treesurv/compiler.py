@@ -3,7 +3,9 @@
 Supported: logistic regression (optionally after a StandardScaler), random
 forests and extra trees, gradient boosting, histogram gradient boosting, soft
 voting over those, and CalibratedClassifierCV (sigmoid or isotonic) around any
-of them. Anything else is refused with the estimator's name, never guessed.
+of them. Survival models (`compile_survival`): scikit-survival's Cox PH
+(optionally after a StandardScaler) and gradient-boosted Cox models. Anything
+else is refused with the estimator's name, never guessed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree._tree import TREE_LEAF
 
 from treesurv.encoding import EncoderParams
-from treesurv.predictor import FORMAT
+from treesurv.predictor import FORMAT, SURVIVAL_FORMAT
 
 
 class CompileError(Exception):
@@ -104,8 +106,13 @@ def _forest(est: Any, arrays: _Arrays) -> dict[str, Any]:
 
 def _gboost(est: GradientBoostingClassifier, arrays: _Arrays) -> dict[str, Any]:
     _check_binary(est)
+    return _boosted_trees(est, arrays)
+
+
+def _boosted_trees(est: Any, arrays: _Arrays) -> dict[str, Any]:
+    """Any scikit-learn style gradient boosting with one tree per stage: raw score node."""
     if est.estimators_.shape[1] != 1:
-        raise CompileError("GradientBoostingClassifier: only binary models are supported")
+        raise CompileError(f"{type(est).__name__}: only one tree per stage is supported")
     trees = [
         _sk_tree(stage[0], stage[0].tree_.value[:, 0, 0] * est.learning_rate)
         for stage in est.estimators_
@@ -169,12 +176,17 @@ def _linear(
         "scale": None,
     }
     if scaler is not None:
-        center = scaler.mean_ if scaler.with_mean else np.zeros(scaler.n_features_in_)
-        scale = scaler.scale_ if scaler.with_std else np.ones(scaler.n_features_in_)
-        spec["center"], spec["scale"] = arrays.key("center"), arrays.key("scale")
-        arrays.arrays[spec["center"]] = np.asarray(center, dtype=float)
-        arrays.arrays[spec["scale"]] = np.asarray(scale, dtype=float)
+        spec.update(_scaler_arrays(scaler, arrays))
     return spec
+
+
+def _scaler_arrays(scaler: StandardScaler, arrays: _Arrays) -> dict[str, str]:
+    center = scaler.mean_ if scaler.with_mean else np.zeros(scaler.n_features_in_)
+    scale = scaler.scale_ if scaler.with_std else np.ones(scaler.n_features_in_)
+    keys = {"center": arrays.key("center"), "scale": arrays.key("scale")}
+    arrays.arrays[keys["center"]] = np.asarray(center, dtype=float)
+    arrays.arrays[keys["scale"]] = np.asarray(scale, dtype=float)
+    return keys
 
 
 def _has_decision_function(est: Any) -> bool:
@@ -270,4 +282,71 @@ def compile_model(
         "model": compile_estimator(model, arrays),
     }
     arrays.arrays.update(encoder.arrays())
+    return spec, arrays.arrays
+
+
+# ------------------------------------------------------------------ survival
+
+
+def _survival_risk(est: Any, arrays: _Arrays) -> tuple[dict[str, Any], Any]:
+    """The risk-score node of a scikit-survival Cox-type model, and the model itself."""
+    from sksurv.ensemble import GradientBoostingSurvivalAnalysis
+    from sksurv.ensemble.survival_loss import CoxPH
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    scaler = None
+    if isinstance(est, Pipeline):
+        steps = [s for _, s in est.steps if s not in (None, "passthrough")]
+        if len(steps) == 2 and isinstance(steps[0], StandardScaler):
+            scaler, est = steps
+        elif len(steps) == 1:
+            est = steps[0]
+        else:
+            raise CompileError(f"pipeline {[type(s).__name__ for s in steps]} is not supported")
+    if isinstance(est, GradientBoostingSurvivalAnalysis) and scaler is None:
+        if not isinstance(getattr(est, "_loss", None), CoxPH):
+            raise CompileError(
+                "GradientBoostingSurvivalAnalysis: only loss='coxph' has a survival function"
+            )
+        if hasattr(est, "_scale"):
+            raise CompileError("GradientBoostingSurvivalAnalysis: dropout is not supported")
+        return _boosted_trees(est, arrays), est
+    if isinstance(est, CoxPHSurvivalAnalysis):
+        coef_key = arrays.key("coef")
+        arrays.arrays[coef_key] = np.asarray(est.coef_, dtype=float)
+        spec: dict[str, Any] = {
+            "kind": "linear",
+            "coef": coef_key,
+            "intercept": 0.0,
+            "center": None,
+            "scale": None,
+        }
+        if scaler is not None:
+            spec.update(_scaler_arrays(scaler, arrays))
+        return spec, est
+    raise CompileError(f"cannot compile survival model {type(est).__name__}")
+
+
+def compile_survival(
+    encoder: EncoderParams, model: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Spec and arrays of a Cox-type survival model: S(t|x) = S0(t) ** exp(risk(x)).
+
+    The risk node is a tree ensemble or a linear score; S0 is the Breslow
+    baseline survival at the training rows' distinct days.
+    """
+    arrays = _Arrays()
+    risk, est = _survival_risk(model, arrays)
+    baseline = getattr(est, "_baseline_model", None)
+    if baseline is None or not hasattr(baseline, "unique_times_"):
+        raise CompileError(f"{type(est).__name__} has no fitted baseline survival function")
+    arrays.arrays["baseline_days"] = np.asarray(baseline.unique_times_, dtype=float)
+    arrays.arrays["baseline_survival"] = np.asarray(baseline.baseline_survival_.y, dtype=float)
+    arrays.arrays.update(encoder.arrays())
+    spec = {
+        "format": SURVIVAL_FORMAT,
+        "encoder": encoder.to_json(),
+        "risk": risk,
+        "baseline": {"days": "baseline_days", "survival": "baseline_survival"},
+    }
     return spec, arrays.arrays

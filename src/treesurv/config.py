@@ -32,6 +32,28 @@ class Paths:
     plots: Path = Path("plots")
     card: Path = Path("reports/model_card.md")
     bundle: Path = Path(f"models/{MODEL_NAME}")
+    planning_model: Path = Path("models/planning.skops")
+    planning_train_report: Path = Path("models/planning_train_report.json")
+    planning_oof: Path = Path("models/planning_oof.parquet")
+    survival_model: Path = Path("models/survival.skops")
+    planning_survival_model: Path = Path("models/planning_survival.skops")
+    survival_report: Path = Path("models/survival_report.json")
+    survival_oof: Path = Path("models/survival_oof.parquet")
+
+    def classifier_outputs(self, variant: str) -> tuple[Path, Path, Path]:
+        """Fitted pipeline, training report and out-of-fold predictions of a variant."""
+        if variant == "planning":
+            return self.planning_model, self.planning_train_report, self.planning_oof
+        return self.model, self.train_report, self.oof
+
+    def survival_pipeline(self, variant: str) -> Path:
+        return self.planning_survival_model if variant == "planning" else self.survival_model
+
+    def fitted(self, variant: str, kind: str) -> Path:
+        """The fitted pipeline (skops) of a sub-model: classifier or survival."""
+        if kind == "classifier":
+            return self.classifier_outputs(variant)[0]
+        return self.survival_pipeline(variant)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Paths:

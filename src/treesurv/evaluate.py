@@ -195,7 +195,12 @@ def model_card(
     threshold: float,
     light_range: tuple[float, float],
     plots: int,
+    planning_report: Mapping[str, Any] | None = None,
+    survival_reports: Mapping[str, Any] | None = None,
 ) -> str:
+    extra = _planning_section(metrics, planning_report) + _survival_section(
+        metrics, survival_reports
+    )
     chosen = train_report["chosen"]
     feature_rows = []
     for f in schema.FEATURES:
@@ -253,7 +258,7 @@ field plot (kept only to group the cross-validation).
 {_metric_row("held-out test split", metrics["test"])}
 
 Grouped-by-plot figures estimate performance at a field site the model has not seen.
-
+{extra}
 ## Intended use
 - Estimating how likely a seedling in a comparable nursery or field experiment is to die,
   for seedlings of the four species and seven soil sources of the study.
@@ -266,10 +271,100 @@ Grouped-by-plot figures estimate performance at a field site the model has not s
   model describes the association between traits and death; it is not a
   forecast that can be made before planting, and its accuracy overstates what is
   possible from planting-time information.
-- Harvested seedlings count as survivors (censoring is ignored): the probability is
-  of death during the study, not by a given day.
+- The classifiers count harvested seedlings as survivors (censoring is ignored): their
+  probability is of death during the study, not by a given day. The survival models
+  handle censoring (a seedling harvested on day 24.5 counts as alive up to then) and
+  give the probability of being alive on a given day, **up to day {_max_days(metrics):g}, the
+  study's longest follow-up**; later days are refused, not extrapolated.
 - Light levels in the training data span {light_range[0]:.3f}-{light_range[1]:.3f}; the
   API accepts 0-1, but predictions far outside the observed span are extrapolations.
   Other species or soil sources are refused.
 - One study in one region ({plots} field plots); other sites may differ.
 """
+
+
+def _max_days(metrics: Mapping[str, Any]) -> float:
+    return float(metrics.get("survival", {}).get("max_days") or 115.5)
+
+
+def _planning_section(metrics: Mapping[str, Any], planning_report: Mapping[str, Any] | None) -> str:
+    if planning_report is None or "planning" not in metrics:
+        return ""
+    chosen = planning_report["chosen"]
+    full, plan = metrics, metrics["planning"]
+    rows = "\n".join(
+        f"| {label} | {full[split]['roc_auc']:.3f} | {plan[split]['roc_auc']:.3f} "
+        f"| {full[split]['brier']:.3f} | {plan[split]['brier']:.3f} |"
+        for split, label in (
+            ("cv", "cross-validation (stratified)"),
+            ("cv_group", "cross-validation (grouped by plot)"),
+            ("test", "held-out test split"),
+        )
+    )
+    return f"""
+## Planning model (before planting)
+Before planting, nobody knows a seedling's root colonisation or tissue chemistry.
+The planning classifier sees only the design: {", ".join(schema.DESIGN)}. Chosen the
+same way: **{chosen["candidate"]}** with `{chosen["params"]}`, calibration
+**{planning_report["calibration"]["method"]}**.
+
+| evaluation | ROC AUC full | ROC AUC planning | Brier full | Brier planning |
+|---|---|---|---|---|
+{rows}
+
+The gap is what the traits add; they are measured at harvest or death, so the
+planning figures are the honest ones for a decision taken at planting.
+"""
+
+
+def _survival_section(
+    metrics: Mapping[str, Any], survival_reports: Mapping[str, Any] | None
+) -> str:
+    surv = metrics.get("survival")
+    if not survival_reports or not surv:
+        return ""
+    rows = []
+    for variant in ("full", "planning"):
+        m, chosen = surv[variant], survival_reports[variant]["chosen"]
+        rows.append(
+            f"| {variant} | {chosen['candidate']} | {m['cv']['concordance']:.3f} "
+            f"| {m['cv']['integrated_brier']:.3f} ({m['cv']['integrated_brier_km']:.3f}) "
+            f"| {m['test']['concordance']:.3f} "
+            f"| {m['test']['integrated_brier']:.3f} ({m['test']['integrated_brier_km']:.3f}) |"
+        )
+    calib = []
+    for variant in ("full", "planning"):
+        errs = surv[variant]["calibration_error"]["test"]
+        calib.append(
+            f"| {variant} | " + " | ".join(f"{errs[k]:.3f}" for k in sorted(errs, key=_day)) + " |"
+        )
+    days = sorted(surv["full"]["calibration_error"]["test"], key=_day)
+    head = " | ".join(f"day {_day(k):g}" for k in days)
+    return f"""
+## Survival models
+P(alive on day t | seedling), censoring handled: `Time` is the day of death or of
+harvest, `Event` says which. Cox-type models, S(t|x) = S0(t) ** exp(risk(x)) with
+Breslow's baseline; candidates (Cox PH, gradient-boosted Cox trees) are compared by
+stratified cross-validated concordance (Harrell's C) and integrated Brier score
+(IBS, censoring weighted by inverse probability). Defined up to day
+{surv["max_days"]:g}, the study's longest follow-up.
+
+| variant | model | CV concordance | CV IBS (KM) | test concordance | test IBS (KM) |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+KM: the IBS of the plain Kaplan-Meier curve of the training rows (the same
+curve for every seedling): what the model's features are worth.
+
+Calibration at fixed days (held-out test split): mean |observed - predicted|
+probability of death over equal-sized groups by predicted risk (observed = 1 -
+Kaplan-Meier of the group), weighted by group size.
+
+| variant | {head} |
+|---|{"---|" * len(days)}
+{chr(10).join(calib)}
+"""
+
+
+def _day(key: str) -> float:
+    return float(key.removeprefix("day_"))

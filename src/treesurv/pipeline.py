@@ -22,8 +22,16 @@ from treesurv.config import MODEL_NAME, Paths
 log = logging.getLogger(__name__)
 
 # skops refuses to load any type it has not been told to trust; these are the
-# only modules a treesurv pipeline is built from.
+# only modules a treesurv pipeline is built from...
 TRUSTED_MODULES = ("sklearn.", "numpy.", "treesurv.features.", "scipy.")
+# ...and the scikit-survival types of its survival models, by exact name.
+TRUSTED_TYPES = (
+    "sksurv.ensemble.boosting.GradientBoostingSurvivalAnalysis",
+    "sksurv.ensemble.survival_loss.CoxPH",
+    "sksurv.functions.StepFunction",
+    "sksurv.linear_model.coxph.BreslowEstimator",
+    "sksurv.linear_model.coxph.CoxPHSurvivalAnalysis",
+)
 PARITY_TOLERANCE = 1e-6
 
 
@@ -54,21 +62,27 @@ def stage_prepare(validated: Path, paths: Paths, params: dict[str, Any]) -> dict
     return {"train": len(train), "test": len(test)}
 
 
-def stage_train(
-    paths: Paths, params: dict[str, Any], log_fn: Callable[[str], None]
-) -> dict[str, Any]:
+def _dump_skops(obj: Any, path: Path) -> None:
     import skops.io as sio
 
-    from treesurv.train import train
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sio.dump(obj, tmp)
+    tmp.replace(path)
+
+
+def stage_train(
+    paths: Paths, params: dict[str, Any], log_fn: Callable[[str], None], variant: str = "full"
+) -> dict[str, Any]:
+    """Train the classifier of a variant: `full` (every feature) or `planning` (design only)."""
+    from treesurv.train import train, variant_params
 
     frame = pd.read_parquet(paths.train)
-    result = train(frame, params, log_fn)
-    paths.model.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.model.with_name(f".{paths.model.name}.tmp")
-    sio.dump(result.pipeline, tmp)
-    tmp.replace(paths.model)
+    result = train(frame, variant_params(params, variant), log_fn)
+    model_path, report_path, oof_path = paths.classifier_outputs(variant)
+    _dump_skops(result.pipeline, model_path)
     report = result.report()
-    data.write_json(report, paths.train_report)
+    data.write_json(report, report_path)
     oof = pd.DataFrame(
         {
             schema.ID: frame[schema.ID],
@@ -77,8 +91,33 @@ def stage_train(
             "p_cv_group": result.oof_group,
         }
     )
-    data.write_table(oof, paths.oof)
+    data.write_table(oof, oof_path)
     return report
+
+
+def stage_train_survival(
+    paths: Paths, params: dict[str, Any], log_fn: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train the survival model of both variants; keep their out-of-fold predictions."""
+    from treesurv.bundle import VARIANTS
+    from treesurv.survival import train_survival
+    from treesurv.train import variant_params
+
+    frame = pd.read_parquet(paths.train)
+    horizons = [float(h) for h in params["survival"]["horizons"]]
+    reports: dict[str, Any] = {}
+    oof = pd.DataFrame({schema.ID: frame[schema.ID]})
+    for variant in VARIANTS:
+        result = train_survival(frame, variant_params(params, variant), log_fn)
+        _dump_skops(result.pipeline, paths.survival_pipeline(variant))
+        reports[variant] = result.report()
+        oof[f"{variant}_risk"] = result.chosen.oof[:, 0]
+        for h in horizons:
+            j = int(np.searchsorted(result.days, h))
+            oof[f"{variant}_s_{h:g}"] = result.chosen.oof[:, 1 + j]
+    data.write_json(reports, paths.survival_report)
+    data.write_table(oof, paths.survival_oof)
+    return reports
 
 
 def load_pipeline(path: Path) -> Any:
@@ -86,22 +125,23 @@ def load_pipeline(path: Path) -> Any:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+    refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULES) or t in TRUSTED_TYPES)]
     if refused:
         raise StageError(f"{path}: refusing to load untrusted type(s): {', '.join(refused)}")
     return sio.load(path, trusted=untrusted)
 
 
-def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
+def _classifier_metrics(
+    paths: Paths, variant: str, test: pd.DataFrame, threshold: float, bins: int
+) -> tuple[dict[str, Any], dict[str, Any], tuple[np.ndarray, ...]]:
+    """Cross-validated and held-out metrics of a classifier; its report; the arrays
+    behind them (test y and p, out-of-fold y and p)."""
     from treesurv import evaluate as ev
 
-    pipeline = load_pipeline(paths.model)
-    test = pd.read_parquet(paths.test)
-    train = pd.read_parquet(paths.train)
-    oof = pd.read_parquet(paths.oof)
-    report = json.loads(paths.train_report.read_text())
-    threshold = float(params["evaluate"]["threshold"])
-    bins = int(params["evaluate"]["calibration_bins"])
+    model_path, report_path, oof_path = paths.classifier_outputs(variant)
+    pipeline = load_pipeline(model_path)
+    oof = pd.read_parquet(oof_path)
+    report = json.loads(report_path.read_text())
     y = test[schema.TARGET].to_numpy(dtype=int)
     p = pipeline.predict_proba(test[list(schema.FEATURE_NAMES)])[:, 1]
     oy, op = oof["y"].to_numpy(dtype=int), oof["p_cv"].to_numpy()
@@ -112,6 +152,72 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
     }
     metrics["cv"]["roc_auc_fold_std"] = report["cv"]["roc_auc_fold_std"]
     metrics["cv_group"]["roc_auc_fold_std"] = report["cv_group"]["roc_auc_fold_std"]
+    return metrics, report, (y, p, oy, op)
+
+
+def _survival_evaluation(
+    paths: Paths, params: dict[str, Any], train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Survival metrics of both variants (CV from training, held-out test here) and
+    the plot rows: Kaplan-Meier against the mean prediction, calibration at horizons."""
+    from treesurv import survival as sv
+    from treesurv.bundle import VARIANTS
+
+    sp = params["survival"]
+    horizons = np.asarray([float(h) for h in sp["horizons"]])
+    groups = int(sp.get("risk_groups", 4))
+    reports = json.loads(paths.survival_report.read_text())
+    oof = pd.read_parquet(paths.survival_oof)
+    y_train, y_test = sv.survival_target(train), sv.survival_target(test)
+    days = sv.evaluation_days(y_train["time"], horizons)
+    X_test = test[list(schema.FEATURE_NAMES)]
+    metrics: dict[str, Any] = {}
+    predicted: dict[str, np.ndarray] = {}
+    calibration: list[dict[str, Any]] = []
+    for variant in VARIANTS:
+        pipeline = load_pipeline(paths.survival_pipeline(variant))
+        pred = sv.predict_risk_and_survival(pipeline, X_test, days)
+        predicted[variant] = pred[:, 1:]
+        at_h = pred[:, 1 + np.searchsorted(days, horizons)]
+        oof_at_h = oof[[f"{variant}_s_{h:g}" for h in horizons]].to_numpy()
+        rows = {
+            "test": sv.horizon_calibration(y_test, at_h, horizons, groups),
+            "cross-validation": sv.horizon_calibration(y_train, oof_at_h, horizons, groups),
+        }
+        for split, split_rows in rows.items():
+            calibration += [{**r, "split": split, "model": variant} for r in split_rows]
+        report = reports[variant]
+        metrics[variant] = {
+            "model": report["chosen"]["candidate"],
+            "cv": report["cv"],
+            "test": sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days),
+            "calibration_error": {
+                "cv": sv.calibration_error(rows["cross-validation"]),
+                "test": sv.calibration_error(rows["test"]),
+            },
+        }
+    plots = {
+        "km": sv.km_vs_predicted(y_test, predicted, days),
+        "calibration": calibration,
+        "reports": reports,
+    }
+    metrics["max_days"] = float(y_train["time"].max())
+    return metrics, plots
+
+
+def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
+    from treesurv import evaluate as ev
+    from treesurv import survival as sv
+
+    test = pd.read_parquet(paths.test)
+    train = pd.read_parquet(paths.train)
+    threshold = float(params["evaluate"]["threshold"])
+    bins = int(params["evaluate"]["calibration_bins"])
+    metrics, report, (y, p, oy, op) = _classifier_metrics(paths, "full", test, threshold, bins)
+    metrics["planning"], planning_report, _ = _classifier_metrics(
+        paths, "planning", test, threshold, bins
+    )
+    metrics["survival"], surv_plots = _survival_evaluation(paths, params, train, test)
     metrics = ev.rounded(metrics)
     data.write_json(metrics, paths.metrics)
 
@@ -124,6 +230,9 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
     )
     data.write_json(ev.confusion_rows(y, p, threshold), plots / "confusion.json")
     ev.save_png_plots(y, p, oy, op, threshold, bins, plots)
+    data.write_json(surv_plots["km"], plots / "survival_km.json")
+    data.write_json(surv_plots["calibration"], plots / "survival_calibration.json")
+    sv.save_survival_pngs(surv_plots["km"], surv_plots["calibration"], plots)
 
     light = train["Light_ISF"]
     card = ev.model_card(
@@ -135,6 +244,8 @@ def stage_evaluate(paths: Paths, params: dict[str, Any]) -> dict[str, Any]:
         threshold=threshold,
         light_range=(float(light.min()), float(light.max())),
         plots=int(train[schema.GROUP].nunique()) if schema.GROUP in train else 0,
+        planning_report=planning_report,
+        survival_reports=surv_plots["reports"],
     )
     paths.card.parent.mkdir(parents=True, exist_ok=True)
     paths.card.write_text(card)
@@ -153,40 +264,73 @@ def _bundle_profile(paths: Paths, params: dict[str, Any]) -> bytes:
     return (json.dumps(profile, indent=2) + "\n").encode()
 
 
+def _compile_checked(
+    paths: Paths, variant: str, kind: str, rows: pd.DataFrame, days: np.ndarray
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Compile one sub-model and check it scores like its scikit-learn pipeline on
+    every row (survival: at every day the training data has)."""
+    from treesurv.bundle import SUBMODEL_STEMS
+    from treesurv.compiler import compile_model, compile_survival
+    from treesurv.predictor import PredictorError, dumps, loads, loads_survival
+
+    pipeline = load_pipeline(paths.fitted(variant, kind))
+    encoder = pipeline.named_steps["encode"].params_
+    compile_fn = compile_model if kind == "classifier" else compile_survival
+    stem = SUBMODEL_STEMS[(variant, kind)]
+    files = dumps(*compile_fn(encoder, pipeline.named_steps["model"]), stem=stem)
+    features = rows[list(schema.FEATURE_NAMES)]
+    try:
+        if kind == "classifier":
+            compiled = loads(files[f"{stem}.json"], files[f"{stem}.npz"])
+            got = compiled.proba_columns(features)
+            expected = pipeline.predict_proba(features)[:, 1]
+        else:
+            compiled_s = loads_survival(files[f"{stem}.json"], files[f"{stem}.npz"])
+            got = compiled_s.survival_columns(features, days)
+            expected = np.vstack([fn(days) for fn in pipeline.predict_survival_function(features)])
+    except PredictorError as exc:
+        raise StageError(f"the compiled {variant} {kind} does not load: {exc}") from None
+    gap = float(np.max(np.abs(got - expected)))
+    if gap > PARITY_TOLERANCE:
+        raise StageError(
+            f"compiled {variant} {kind} differs from the sklearn pipeline by {gap:.2e}"
+        )
+    return files, {"features": list(encoder.features), "parity_max_abs_diff": gap}
+
+
 def stage_package(
     paths: Paths, params: dict[str, Any], version: str | None = None
 ) -> dict[str, Any]:
-    import skops.io as sio
+    from treesurv.bundle import KINDS, VARIANTS, submodel_entry
 
-    from treesurv.compiler import compile_model
-    from treesurv.predictor import dumps
-
-    pipeline = load_pipeline(paths.model)
-    encoder = pipeline.named_steps["encode"].params_
-    spec, arrays = compile_model(encoder, pipeline.named_steps["model"])
-    files = dumps(spec, arrays)
-    files["model.skops"] = sio.dumps(pipeline)
+    rows = pd.concat([pd.read_parquet(paths.train), pd.read_parquet(paths.test)])
+    train_days = np.unique(pd.read_parquet(paths.train)[schema.TIME].to_numpy(dtype=float))
+    files: dict[str, bytes] = {}
+    submodels: dict[str, dict[str, Any]] = {v: {} for v in VARIANTS}
+    survival_reports = json.loads(paths.survival_report.read_text())
+    for variant in VARIANTS:
+        for kind in KINDS:
+            # The compiled model must score exactly like the sklearn pipeline it came from.
+            sub_files, info = _compile_checked(paths, variant, kind, rows, train_days)
+            files.update(sub_files)
+            if kind == "classifier":
+                report_path = paths.classifier_outputs(variant)[1]
+                info["candidate"] = json.loads(report_path.read_text())["chosen"]["candidate"]
+            else:
+                info["candidate"] = survival_reports[variant]["chosen"]["candidate"]
+            # The fitted scikit-learn pipeline too, as skops, for audits and re-scoring.
+            skops_path = paths.fitted(variant, kind)
+            info["skops"] = skops_path.name
+            files[skops_path.name] = skops_path.read_bytes()
+            submodels[variant][kind] = submodel_entry(variant, kind, **info)
     files["model_card.md"] = paths.card.read_bytes()
     files["reference_profile.json"] = _bundle_profile(paths, params)
 
-    # The compiled model must score exactly like the sklearn pipeline it came from.
-    from treesurv.predictor import PredictorError, loads
-
-    try:
-        compiled = loads(files["predictor.json"], files["predictor.npz"])
-    except PredictorError as exc:
-        raise StageError(f"the compiled model does not load: {exc}") from None
-    rows = pd.concat([pd.read_parquet(paths.train), pd.read_parquet(paths.test)])
-    features = rows[list(schema.FEATURE_NAMES)]
-    gap = float(
-        np.max(np.abs(compiled.proba_columns(features) - pipeline.predict_proba(features)[:, 1]))
-    )
-    if gap > PARITY_TOLERANCE:
-        raise StageError(f"compiled model differs from the sklearn pipeline by {gap:.2e}")
-
     metrics = json.loads(paths.metrics.read_text())
     pp = params["package"]
+    sp = params["survival"]
     raw_md5 = data.file_md5(paths.raw) if paths.raw.exists() else None
+    full = submodels["full"]["classifier"]
     manifest = bundle_mod.write_bundle(
         paths.bundle,
         files,
@@ -199,10 +343,12 @@ def stage_package(
             "metrics": metrics,
             "schema": schema.schema_document(),
             "decision_threshold": float(params["evaluate"]["threshold"]),
-            "parity_max_abs_diff": gap,
-            "model": {
-                "candidate": json.loads(paths.train_report.read_text())["chosen"]["candidate"],
-                "features": list(encoder.features),
+            "parity_max_abs_diff": full["parity_max_abs_diff"],
+            "model": {"candidate": full["candidate"], "features": full["features"]},
+            "submodels": submodels,
+            "survival": {
+                "max_days": float(train_days.max()),
+                "default_days": [float(d) for d in sp["default_days"]],
             },
         },
     )

@@ -2,10 +2,12 @@
 
 The training pipeline compiles the fitted scikit-learn model (`treesurv.compiler`)
 into a small JSON spec plus flat NumPy arrays (`predictor.json`, `predictor.npz`,
-loaded with `allow_pickle=False`). Tree ensembles are walked by Numba-compiled
-loops that do exactly the comparisons scikit-learn does (float32 inputs for its
-decision trees, float64 for histogram boosting), so probabilities match the
-sklearn pipeline to rounding — a test checks every row of the real data.
+loaded with `allow_pickle=False`); survival models likewise (`survival.json`,
+`survival.npz`: a risk score plus the baseline survival curve). Tree ensembles are
+walked by Numba-compiled loops that do exactly the comparisons scikit-learn does
+(float32 inputs for its decision trees, float64 for histogram boosting), so
+probabilities match the sklearn pipeline to rounding — a test checks every row of
+the real data.
 
 One instance costs a few microseconds; large batches run in parallel threads.
 """
@@ -18,7 +20,7 @@ import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from numba import njit, prange
@@ -28,6 +30,7 @@ from treesurv.encoding import Columns, EncoderParams, RowEncoder, encode
 SPEC_FILE = "predictor.json"
 ARRAYS_FILE = "predictor.npz"
 FORMAT = "treesurv-compiled/1"
+SURVIVAL_FORMAT = "treesurv-survival/1"
 PARALLEL_MIN_ROWS = 2048
 BLOCK_ROWS = 1024
 # Compact node arrays: 32-bit indices (and float32 thresholds for trees that see
@@ -444,30 +447,45 @@ class CompiledModel:
         return self.model.proba(encode(self.encoder, columns))
 
 
-def dumps(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[str, bytes]:
-    """The two bundle files of a compiled model."""
+def dumps(
+    spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], stem: str = "predictor"
+) -> dict[str, bytes]:
+    """The two bundle files of a compiled model: `<stem>.json` and `<stem>.npz`."""
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     return {
-        SPEC_FILE: (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode(),
-        ARRAYS_FILE: buf.getvalue(),
+        f"{stem}.json": (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode(),
+        f"{stem}.npz": buf.getvalue(),
     }
 
 
-def loads(spec_bytes: bytes, arrays_bytes: bytes) -> CompiledModel:
-    """Parse a compiled model (no pickle: NumPy refuses object arrays here)."""
+def _parse(
+    spec_bytes: bytes, arrays_bytes: bytes, fmt: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray], EncoderParams]:
+    """Spec, arrays and encoder of a compiled file pair (no pickle: NumPy refuses
+    object arrays here)."""
     try:
         spec = json.loads(spec_bytes)
         with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PredictorError(f"cannot read the compiled model: {exc}") from None
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise PredictorError(f"unsupported compiled model format {_format(spec)!r}")
+    if not isinstance(spec, dict) or spec.get("format") != fmt:
+        raise PredictorError(
+            f"unsupported compiled model format {_format(spec)!r} (expected {fmt!r})"
+        )
     try:
         encoder = EncoderParams.from_json(spec["encoder"], arrays)
-        n_features = len(encoder.column_names())
-        model = build_node(spec["model"], arrays, n_features)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PredictorError(f"malformed compiled model: {exc!r}") from None
+    return spec, arrays, encoder
+
+
+def loads(spec_bytes: bytes, arrays_bytes: bytes) -> CompiledModel:
+    """Parse a compiled classifier."""
+    spec, arrays, encoder = _parse(spec_bytes, arrays_bytes, FORMAT)
+    try:
+        model = build_node(spec["model"], arrays, len(encoder.column_names()))
     except (KeyError, TypeError, ValueError) as exc:
         raise PredictorError(f"malformed compiled model: {exc!r}") from None
     return CompiledModel(encoder, model, spec)
@@ -475,6 +493,14 @@ def loads(spec_bytes: bytes, arrays_bytes: bytes) -> CompiledModel:
 
 def _format(spec: Any) -> Any:
     return spec.get("format") if isinstance(spec, dict) else None
+
+
+def encode_rows(row_encoder: RowEncoder, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Dict instances (the API's) -> the model matrix, one preallocated row each."""
+    X = np.zeros((len(rows), row_encoder.width))
+    for i, row in enumerate(rows):
+        row_encoder.encode(row, X[i])
+    return X
 
 
 class FastPredictor:
@@ -498,10 +524,158 @@ class FastPredictor:
         return self.compiled.model.proba_one(x, x.astype(np.float32))
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        X = np.zeros((len(rows), self._width))
-        for i, row in enumerate(rows):
-            self.row_encoder.encode(row, X[i])
-        return self.compiled.model.proba(X)
+        return self.compiled.model.proba(encode_rows(self.row_encoder, rows))
 
     def predict_columns(self, columns: Columns) -> np.ndarray:
         return self.compiled.proba_columns(columns)
+
+
+# ------------------------------------------------------------------ survival
+
+
+class HorizonError(ValueError):
+    """Days asked for are not usable: not numbers, negative, or beyond the follow-up."""
+
+
+@dataclass(frozen=True)
+class CompiledSurvival:
+    """A Cox-type survival model: S(t|x) = S0(t) ** exp(risk(x)).
+
+    `days` are the distinct days of the training rows (deaths and censorings) and
+    `baseline_survival` is S0 there (Breslow), a step function: S0 keeps its value
+    until the next day. Before the first day nobody has died, so S = 1; beyond the
+    last day the data says nothing, so such days are refused.
+    """
+
+    encoder: EncoderParams
+    risk: Node
+    days: np.ndarray
+    baseline_survival: np.ndarray
+    spec: dict[str, Any]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.encoder.features
+
+    @property
+    def max_days(self) -> float:
+        """The longest follow-up in the training data: predictions stop there."""
+        return float(self.days[-1])
+
+    def check_days(self, days: Sequence[float] | np.ndarray | float) -> np.ndarray:
+        """Days as a float array, or HorizonError naming the first bad one."""
+        try:
+            d = np.atleast_1d(np.asarray(days, dtype=float))
+        except (TypeError, ValueError):
+            raise HorizonError("days must be numbers") from None
+        if d.ndim != 1 or d.size == 0:
+            raise HorizonError("give at least one day, as a flat list of numbers")
+        bad = ~np.isfinite(d)
+        if bad.any():
+            raise HorizonError(f"day {d[bad][0]!r} is not a finite number")
+        if (d < 0).any():
+            raise HorizonError(f"day {d[d < 0][0]:g} is negative")
+        if (d > self.max_days).any():
+            raise HorizonError(
+                f"day {d[d > self.max_days][0]:g} is beyond the study's follow-up "
+                f"({self.max_days:g} days); survival is only known up to then"
+            )
+        return d
+
+    def risk_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The log hazard ratio of each row (what the concordance index ranks)."""
+        return self.risk.raw(X)
+
+    def survival_matrix(self, X: np.ndarray, days: Sequence[float] | np.ndarray) -> np.ndarray:
+        """S(day | x), shape (rows, days); non-increasing along the days."""
+        d = self.check_days(days)
+        idx = np.searchsorted(self.days, d, side="right") - 1
+        hazard_ratio = np.exp(self.risk_matrix(X))
+        # Same operation as scikit-survival (S0 ** exp(risk)), so values match bit for bit.
+        surv = np.power(self.baseline_survival[np.maximum(idx, 0)][None, :], hazard_ratio[:, None])
+        surv[:, idx < 0] = 1.0
+        return surv
+
+    def survival_columns(self, columns: Columns, days: Sequence[float] | np.ndarray) -> np.ndarray:
+        return self.survival_matrix(encode(self.encoder, columns), days)
+
+    def median_matrix(self, X: np.ndarray) -> np.ndarray:
+        """First day with S <= 0.5; NaN when more than half survive the whole follow-up."""
+        surv = self.survival_matrix(X, self.days)
+        below = surv <= 0.5
+        first = np.argmax(below, axis=1)
+        return np.where(below.any(axis=1), self.days[first], np.nan)
+
+
+def loads_survival(spec_bytes: bytes, arrays_bytes: bytes) -> CompiledSurvival:
+    """Parse a compiled survival model, checking its baseline is a survival curve."""
+    spec, arrays, encoder = _parse(spec_bytes, arrays_bytes, SURVIVAL_FORMAT)
+    try:
+        risk = build_node(spec["risk"], arrays, len(encoder.column_names()))
+        days = np.ascontiguousarray(arrays[spec["baseline"]["days"]], dtype=np.float64)
+        surv = np.ascontiguousarray(arrays[spec["baseline"]["survival"]], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PredictorError(f"malformed survival model: {exc!r}") from None
+    if days.ndim != 1 or days.shape != surv.shape or days.size == 0:
+        raise PredictorError("survival model: baseline days and survival differ in shape")
+    if not np.all(np.isfinite(days)) or days[0] < 0 or np.any(np.diff(days) <= 0):
+        raise PredictorError("survival model: baseline days must be increasing and non-negative")
+    if np.any((surv < 0) | (surv > 1)) or np.any(np.diff(surv) > 0):
+        raise PredictorError("survival model: baseline survival must be in [0, 1], non-increasing")
+    if not isinstance(risk, (Boosting, Linear)):
+        raise PredictorError("survival model: the risk must be a boosted or linear score")
+    return CompiledSurvival(encoder, risk, days, surv, spec)
+
+
+# Column-oriented input, or dict instances (the API's).
+Instances: TypeAlias = "Columns | Sequence[Mapping[str, Any]]"
+
+
+class SurvivalPredictor:
+    """Survival curves for dict instances (the API) or columns (files, DataFrames).
+
+    `data` is either column-oriented (a DataFrame or a mapping of column to
+    values) or a sequence of dict instances with the schema's field names.
+    """
+
+    def __init__(self, compiled: CompiledSurvival) -> None:
+        self.compiled = compiled
+        self.row_encoder = RowEncoder(compiled.encoder)
+        self.warm_up()
+
+    @property
+    def max_days(self) -> float:
+        return self.compiled.max_days
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.compiled.features
+
+    def warm_up(self) -> None:
+        """Trigger Numba compilation now rather than on the first request."""
+        for n in (1, PARALLEL_MIN_ROWS):
+            self.compiled.risk_matrix(np.zeros((n, self.row_encoder.width)))
+
+    def matrix(self, data: Instances) -> np.ndarray:
+        if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+            return encode_rows(self.row_encoder, data)
+        return encode(self.compiled.encoder, data)
+
+    def check_days(self, days: Sequence[float] | np.ndarray | float) -> np.ndarray:
+        return self.compiled.check_days(days)
+
+    def survival_at(self, data: Instances, days: Sequence[float] | np.ndarray) -> np.ndarray:
+        """P(alive on each day), shape (rows, days); raises HorizonError for bad days."""
+        return self.compiled.survival_matrix(self.matrix(data), days)
+
+    def death_probability_at(self, data: Instances, day: float) -> np.ndarray:
+        """P(dead by `day`) for each row: 1 - S(day)."""
+        return 1.0 - self.survival_at(data, [day])[:, 0]
+
+    def median_survival_days(self, data: Instances) -> np.ndarray:
+        """Median survival in days per row; NaN where it is beyond the follow-up."""
+        return self.compiled.median_matrix(self.matrix(data))
+
+    def risk(self, data: Instances) -> np.ndarray:
+        """Log hazard ratio per row (higher dies sooner)."""
+        return self.compiled.risk_matrix(self.matrix(data))

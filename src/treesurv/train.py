@@ -60,20 +60,28 @@ def make_pipeline(model: Any, features: Sequence[str], cell_z: bool) -> Pipeline
     return Pipeline([("encode", FeatureEncoder(tuple(features), cell_z)), ("model", model)])
 
 
+def pipeline_builder(model: Any, features: Sequence[str], cell_z: bool) -> Callable[[], Pipeline]:
+    """Makes a fresh unfitted pipeline around a clone of `model` (one per fold)."""
+    return lambda: make_pipeline(clone(model), features, cell_z)
+
+
 @dataclass
 class CVResult:
+    """One configuration's cross-validation: metrics, per-fold scores, out-of-fold output."""
+
     candidate: str
     params: dict[str, Any]
     metrics: dict[str, float]
-    fold_auc: list[float]
+    fold_scores: list[float]
     oof: np.ndarray = field(repr=False)
+    fold_metric: str = "roc_auc"  # what fold_scores hold
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "candidate": self.candidate,
             "params": self.params,
             "metrics": self.metrics,
-            "fold_roc_auc": self.fold_auc,
+            f"fold_{self.fold_metric}": self.fold_scores,
         }
 
 
@@ -87,6 +95,30 @@ def _folds(
         yield from GroupKFold(n).split(y, y, groups)
 
 
+def fold_predictions(
+    build: Callable[[], Any],
+    X: pd.DataFrame,
+    y: Any,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    predict: Callable[[Any, pd.DataFrame], np.ndarray],
+    n_jobs: int = N_JOBS,
+) -> list[np.ndarray]:
+    """Fit a fresh model on each training fold and predict its held-out fold.
+
+    Folds run in parallel processes while each model fits single-threaded, so
+    results are bit-for-bit the same on every run (threaded forests sum their
+    trees in whatever order the threads finish). `y` may be any array that
+    indexes by rows (a structured survival target works).
+    """
+    from joblib import Parallel, delayed
+
+    def fold(train_idx: np.ndarray, test_idx: np.ndarray) -> np.ndarray:
+        model = build().fit(X.iloc[train_idx], y[train_idx])
+        return np.asarray(predict(model, X.iloc[test_idx]))
+
+    return list(Parallel(n_jobs=n_jobs)(delayed(fold)(tr, te) for tr, te in splits))
+
+
 def cross_validate(
     build: Callable[[], Any],
     X: pd.DataFrame,
@@ -96,21 +128,13 @@ def cross_validate(
     groups: np.ndarray | None = None,
     n_jobs: int = N_JOBS,
 ) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold probabilities and the per-fold ROC AUC.
-
-    Folds run in parallel processes while each model fits single-threaded, so
-    results are bit-for-bit the same on every run (threaded forests sum their
-    trees in whatever order the threads finish).
-    """
-    from joblib import Parallel, delayed
+    """Out-of-fold probabilities and the per-fold ROC AUC."""
     from sklearn.metrics import roc_auc_score
 
-    def fold(train_idx: np.ndarray, test_idx: np.ndarray) -> np.ndarray:
-        model = build().fit(X.iloc[train_idx], y[train_idx])
-        return np.asarray(model.predict_proba(X.iloc[test_idx])[:, 1])
-
     splits = list(_folds(y, groups, n_folds, seed))
-    preds = Parallel(n_jobs=n_jobs)(delayed(fold)(tr, te) for tr, te in splits)
+    preds = fold_predictions(
+        build, X, y, splits, lambda m, Xt: m.predict_proba(Xt)[:, 1], n_jobs=n_jobs
+    )
     oof = np.full(len(y), np.nan)
     fold_auc = []
     for (_, test_idx), p in zip(splits, preds, strict=True):
@@ -179,6 +203,39 @@ def cross_fit_calibration(
     return out
 
 
+VARIANTS = ("full", "planning")
+
+
+def variant_params(params: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The parameters of one model variant.
+
+    `full` is params as they are. `planning` answers before planting, when only
+    the design (schema.DESIGN) is known: its features are the design variables
+    and the `planning` section overrides keys of `train` (a smaller search).
+    """
+    if variant == "full":
+        return params
+    if variant != "planning":
+        raise ValueError(f"unknown model variant {variant!r}; known: {', '.join(VARIANTS)}")
+    out = dict(params)
+    out["features"] = {**params.get("features", {}), "columns": list(schema.DESIGN)}
+    out["train"] = {**params["train"], **params.get("planning", {})}
+    return out
+
+
+def feature_columns(params: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """The model's input features and whether trait cell z-scores are added."""
+    fp = params.get("features", {})
+    features = tuple(fp.get("columns", schema.FEATURE_NAMES))
+    leaked = set(features) & set(schema.LEAKY)
+    if leaked:
+        raise ValueError(f"outcome columns can never be features: {sorted(leaked)}")
+    unknown = [f for f in features if f not in schema.FEATURES_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown feature(s): {unknown}")
+    return features, bool(fp.get("cell_z", True))
+
+
 def train(
     frame: pd.DataFrame, params: dict[str, Any], log_fn: Callable[[str], None] = log.info
 ) -> TrainResult:
@@ -186,11 +243,7 @@ def train(
     start = time.perf_counter()
     seed = int(params["seed"])
     tp = params["train"]
-    features = tuple(params.get("features", {}).get("columns", schema.FEATURE_NAMES))
-    leaked = set(features) & set(schema.LEAKY)
-    if leaked:
-        raise ValueError(f"outcome columns can never be features: {sorted(leaked)}")
-    cell_z = bool(params.get("features", {}).get("cell_z", True))
+    features, cell_z = feature_columns(params)
     X = frame[list(features)]
     y = frame[schema.TARGET].to_numpy(dtype=int)
     groups = frame[schema.GROUP].to_numpy() if schema.GROUP in frame.columns else None
@@ -198,7 +251,7 @@ def train(
     select_by = tp.get("select_by", "roc_auc")
 
     def builder(model: Any) -> Callable[[], Pipeline]:
-        return lambda: make_pipeline(clone(model), features, cell_z)
+        return pipeline_builder(model, features, cell_z)
 
     search: list[CVResult] = []
     by_candidate: dict[str, list[CVResult]] = {}
@@ -269,13 +322,13 @@ def train(
     elif method not in CALIBRATIONS:
         raise ValueError(f"train.calibration must be auto or one of {CALIBRATIONS}")
     oof = calibrated(chosen.oof, method)
-    cv_metrics = _summary(y, oof, chosen.fold_auc, bins)
+    cv_metrics = _summary(y, oof, chosen.fold_scores, bins)
 
     # The same candidate, folds grouped by plot: generalisation to a new site.
     oof_g_raw, fold_auc_g = (
         cross_validate(builder(model), X, y, int(tp["group_folds"]), seed, groups)
         if groups is not None
-        else (chosen.oof, chosen.fold_auc)
+        else (chosen.oof, chosen.fold_scores)
     )
     oof_group = calibrated(oof_g_raw, method)
     cv_group_metrics = _summary(y, oof_group, fold_auc_g, bins)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import build_bundle
+from tests.helpers import build_bundle, flip_middle_byte
 from treesurv import data
 from treesurv.bundle import MANIFEST, BundleError, load_verified, read_bundle
 
@@ -43,10 +43,7 @@ def test_round_trip(bundle_path: Path) -> None:
     "name", ["predictor.npz", "predictor.json", "model_card.md", "reference_profile.json"]
 )
 def test_one_changed_byte_is_refused(bundle_path: Path, name: str) -> None:
-    path = bundle_path / name
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    flip_middle_byte(bundle_path / name)
     with pytest.raises(BundleError, match=f"{name} does not match its sha256"):
         read_bundle(bundle_path)
 
