@@ -268,12 +268,49 @@ def swap_into_place(staging: Path, directory: Path) -> None:
 
 
 def read_bundle(directory: Path | str) -> Bundle:
-    """Read and verify a bundle; any mismatch raises BundleError naming the problem."""
+    """Read and verify a bundle; any mismatch raises BundleError naming the problem.
+
+    Every file is read through one handle on the directory, so a bundle renamed
+    into place while it is being read is seen whole — old or new, never a mix.
+    """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BundleError(f"{directory}: no model bundle here (not a directory)")
+    for attempt in range(3):
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BundleError(f"{directory}: no model bundle here (not a directory)") from None
+        except OSError as exc:
+            raise BundleError(f"{directory}: cannot open the bundle: {exc.strerror}") from None
+        try:
+            return _read_bundle(directory, dir_fd)
+        except BundleError:
+            # The old directory was replaced (and emptied) while we read it: read
+            # the one now in place. A bundle that is really broken fails again.
+            if attempt == 2 or not _replaced(directory, dir_fd):
+                raise
+        finally:
+            os.close(dir_fd)
+    raise AssertionError("unreachable")
+
+
+def _replaced(directory: Path, dir_fd: int) -> bool:
     try:
-        raw = (directory / MANIFEST).read_bytes()
+        return os.stat(directory).st_ino != os.fstat(dir_fd).st_ino
+    except OSError:
+        return False
+
+
+def _read_at(dir_fd: int, name: str, limit: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size > limit:
+            raise BundleError(f"{name} is larger than {limit} bytes")
+        return fh.read()
+
+
+def _read_bundle(directory: Path, dir_fd: int) -> Bundle:
+    try:
+        raw = _read_at(dir_fd, MANIFEST, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise BundleError(f"{directory}: no {MANIFEST}") from None
     except OSError as exc:
@@ -294,7 +331,7 @@ def read_bundle(directory: Path | str) -> Bundle:
             raise BundleError(f"{directory}: {MANIFEST} does not list {required}")
     if "submodels" in manifest:
         _check_submodels(manifest["submodels"], listed, f"{directory}: {MANIFEST}")
-    present = {p.name for p in directory.iterdir() if p.name != MANIFEST}
+    present = {name for name in os.listdir(dir_fd) if name != MANIFEST}
     unexpected = sorted(present - set(listed))
     if unexpected:
         raise BundleError(
@@ -302,13 +339,12 @@ def read_bundle(directory: Path | str) -> Bundle:
         )
     files: dict[str, bytes] = {}
     for fname, meta in listed.items():
-        path = directory / fname
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise BundleError(f"{directory}: {fname} is larger than {MAX_FILE_BYTES} bytes")
-            data = path.read_bytes()
+            data = _read_at(dir_fd, fname, MAX_FILE_BYTES)
         except FileNotFoundError:
             raise BundleError(f"{directory}: {fname} is missing") from None
+        except BundleError as exc:
+            raise BundleError(f"{directory}: {exc}") from None
         except OSError as exc:
             raise BundleError(f"{directory}: cannot read {fname}: {exc.strerror}") from None
         found = sha256(data)

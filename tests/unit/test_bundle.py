@@ -89,3 +89,30 @@ def test_version_must_be_semver(tmp_path: Path, study: pd.DataFrame) -> None:
     with pytest.raises(BundleError, match="not semantic"):
         build_bundle(tmp_path / "b", study, "latest", trees=2)
     assert not (tmp_path / "b").exists()
+
+
+def test_swap_during_a_read_gives_a_whole_bundle(
+    tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from treesurv import bundle as bundle_mod
+
+    path = tmp_path / "tree-survival"
+    build_bundle(path, study, "1.0.0", trees=3)
+    staging = tmp_path / "next"
+    build_bundle(staging, study, "2.0.0", trees=4, seed=1)
+    real_read = bundle_mod._read_at
+    swapped = []
+
+    def read_then_swap(dir_fd: int, name: str, limit: int) -> bytes:
+        data = real_read(dir_fd, name, limit)
+        if name == MANIFEST and not swapped:
+            bundle_mod.swap_into_place(staging, path)  # the new bundle lands mid-read
+            swapped.append(True)
+        return data
+
+    monkeypatch.setattr(bundle_mod, "_read_at", read_then_swap)
+    # The old directory is emptied by the swap: the read starts again on the new one
+    # instead of failing or mixing the two.
+    first = read_bundle(path)
+    assert swapped and first.version == "2.0.0"
+    assert set(first.files) == set(first.manifest["files"])
