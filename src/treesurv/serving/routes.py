@@ -8,6 +8,7 @@ write the JSON answer with orjson — no pandas, no response re-validation.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -131,7 +132,13 @@ async def parse(request: Request, model: type[M]) -> M:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type=JSON)
+    try:
+        body = orjson.dumps(payload)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which an error echoing the client's
+        # value may hold; the stdlib encoder writes them (and anything else as text).
+        body = json.dumps(payload, default=str).encode()
+    return Response(body, status_code=status, media_type=JSON)
 
 
 async def score(served: Served, instances: list[Instance]) -> list[float]:
