@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from treesurv import data, schema
@@ -141,9 +143,8 @@ class _Writer:
                 table = table.cast(self._schema)
             self._parquet.write_table(table)
         else:
-            frame.to_csv(
-                self.tmp, mode="w" if self._header else "a", header=self._header, index=False
-            )
+            with self.tmp.open("wb" if self._header else "ab") as fh:
+                fh.write(_csv_bytes(frame, self._header))
             self._header = False
 
     def commit(self) -> None:
@@ -157,6 +158,33 @@ class _Writer:
         if self._parquet is not None:
             self._parquet.close()
         self.tmp.unlink(missing_ok=True)
+
+
+_NEEDS_QUOTES = r'[",\r\n]'
+
+
+def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
+    """One chunk as CSV, exactly as pandas would quote it.
+
+    Arrow writes CSV several times faster than pandas but quotes every string
+    unless told to quote none; so when no text cell needs quotes (the usual
+    case) the body goes through Arrow unquoted, and otherwise through pandas.
+    """
+    head = frame.iloc[0:0].to_csv(index=False).encode() if header else b""
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError):
+        table = None  # mixed-type object columns: let pandas render them
+    if table is not None and not any(
+        pc.any(pc.match_substring_regex(table[c], _NEEDS_QUOTES)).as_py()
+        for c in table.column_names
+        if pa.types.is_string(table[c].type) or pa.types.is_large_string(table[c].type)
+    ):
+        sink = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        pacsv.write_csv(table, sink, write_options=options)
+        return head + sink.getvalue().to_pybytes()
+    return head + frame.to_csv(index=False, header=False).encode()
 
 
 @dataclass
