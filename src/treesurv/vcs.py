@@ -105,3 +105,17 @@ def commit(cwd: Path, paths: Sequence[str], message: str, *, update: Sequence[st
     if staged:
         git(["commit", "--quiet", "--no-verify", "-m", message], cwd)
     return head_commit(cwd)
+
+
+def dvc_remote(cwd: Path) -> str:
+    """The default DVC remote as `'name' (url)`, for messages."""
+    try:
+        name = dvc(["remote", "default"], cwd).strip()
+        urls = dict(
+            line.split(None, 2)[:2]
+            for line in dvc(["remote", "list"], cwd).splitlines()
+            if len(line.split()) >= 2
+        )
+    except CommandError:
+        return "(the default remote)"
+    return f"{name!r} ({urls.get(name, 'no url')})" if name else "(none is configured)"
