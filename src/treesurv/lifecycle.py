@@ -428,7 +428,11 @@ class _Run:
             checkpoint("retrain:stored")
             self.step = "push"
             self.log("pushing data and models to the DVC remote")
-            vcs.dvc(["push"], self.root)
+            try:
+                vcs.dvc(["push"], self.root)
+            except vcs.CommandError as exc:
+                remote = vcs.dvc_remote(self.root)
+                raise RetrainError(f"cannot push to the DVC remote {remote}: {exc}") from None
             checkpoint("retrain:pushed")
             self.step = "commit"
             commit = self._commit(version)
