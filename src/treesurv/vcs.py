@@ -111,11 +111,9 @@ def dvc_remote(cwd: Path) -> str:
     """The default DVC remote as `'name' (url)`, for messages."""
     try:
         name = dvc(["remote", "default"], cwd).strip()
-        urls = dict(
-            line.split(None, 2)[:2]
-            for line in dvc(["remote", "list"], cwd).splitlines()
-            if len(line.split()) >= 2
-        )
+        if not name:
+            return "(none is configured)"
+        url = dvc(["config", f"remote.{name}.url"], cwd).strip()
     except CommandError:
         return "(the default remote)"
-    return f"{name!r} ({urls.get(name, 'no url')})" if name else "(none is configured)"
+    return f"{name!r} ({url})"
