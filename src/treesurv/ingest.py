@@ -8,7 +8,8 @@ reported, never overwriting the stored row). The rest is appended to the raw CSV
 in its own format (column order, line endings, "NA" for empty cells), written
 beside and renamed into place; then `dvc add`, `dvc push` and a commit of the
 pointer, so every earlier data version stays reachable through git and DVC. If
-the push fails, the previous file and pointer are put back.
+the push or the commit fails, the previous file and pointer are put back; if the
+process dies first, the next lifecycle command does it (`recover`).
 """
 
 from __future__ import annotations
@@ -285,8 +286,10 @@ def add_rows(
             # version (already in the remote) stands.
             result.commit = vcs.commit(root, [rel], message.format(md5=result.md5_after[:12]))
         except vcs.CommandError as exc:
+            _undo(root, journal.read() or {})
+            journal.clear()
             raise IngestError(
-                f"the rows were added and pushed, but committing {rel} failed: {exc}"
+                f"committing {rel} failed: {exc}\nnothing was added: the previous data is back"
             ) from None
         checkpoint("data-add:committed")
     backup.unlink(missing_ok=True)
