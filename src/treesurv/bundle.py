@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from treesurv import predictor
+from treesurv.journal import checkpoint
 
 MANIFEST = "manifest.json"
 FORMAT = "treesurv-bundle/1"
@@ -257,6 +258,7 @@ def swap_into_place(staging: Path, directory: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         directory.rename(old)
+        checkpoint("bundle:swapping")  # the crash tests stop here: no bundle in place
     try:
         staging.rename(directory)
     except BaseException:

@@ -8,7 +8,8 @@ reported, never overwriting the stored row). The rest is appended to the raw CSV
 in its own format (column order, line endings, "NA" for empty cells), written
 beside and renamed into place; then `dvc add`, `dvc push` and a commit of the
 pointer, so every earlier data version stays reachable through git and DVC. If
-the push fails, the previous file and pointer are put back.
+the push or the commit fails, the previous file and pointer are put back; if the
+process dies first, the next lifecycle command does it (`recover`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 import yaml
 
 from treesurv import data, schema, vcs
+from treesurv.journal import Journal, checkpoint, write_atomic
 
 
 class IngestError(Exception):
@@ -139,9 +141,15 @@ def line_terminator(head: bytes) -> str:
 
 def pointer_md5(pointer: Path) -> str | None:
     try:
-        doc = yaml.safe_load(pointer.read_text())
-        return str(doc["outs"][0]["md5"])
-    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return _md5_of(pointer.read_text())
+    except OSError:
+        return None
+
+
+def _md5_of(pointer_text: str) -> str | None:
+    try:
+        return str(yaml.safe_load(pointer_text)["outs"][0]["md5"])
+    except (KeyError, IndexError, TypeError, yaml.YAMLError):
         return None
 
 
@@ -228,40 +236,108 @@ def add_rows(
     text = render_rows(merge.append, line_terminator(old_bytes[:4096]))
     if old_bytes and not old_bytes.endswith(b"\n"):
         old_bytes += line_terminator(old_bytes[:4096]).encode()
-    backup = raw.with_name(f".{raw.name}.previous")
-    pointer_text = pointer.read_text()
-    tmp = raw.with_name(f".{raw.name}.tmp")
-    tmp.write_bytes(old_bytes + text.encode())
-    with tmp.open("rb") as fh:
+    rel = str(pointer.relative_to(root))
+    message = (
+        f"data: add {result.appended} census rows from {source.name} "
+        f"({result.rows_after} rows, md5 {{md5}})"
+    )
+    # Intent first, then the steps; the journal lets a crash be undone (or, once
+    # the commit is made, finished) by the next command: see `recover`.
+    tmp = _beside(raw, "tmp")
+    tmp.unlink(missing_ok=True)
+    journal = Journal(root, JOURNAL)
+    journal.write(
+        {
+            "raw": str(raw.relative_to(root)),
+            "pointer": rel,
+            "pointer_text": pointer.read_text(),
+            "md5_before": md5_before,
+            "commit": commit,
+        }
+    )
+    checkpoint("data-add:journaled")
+    with tmp.open("wb") as fh:
+        fh.write(old_bytes + text.encode())
+        fh.flush()
         os.fsync(fh.fileno())
+    backup = _beside(raw, "previous")
     backup.unlink(missing_ok=True)
     try:
         os.link(raw, backup)
     except OSError:  # no hard links on this filesystem
         shutil.copy2(raw, backup)
     os.replace(tmp, raw)
+    checkpoint("data-add:written")
     try:
         log(f"appended {len(merge.append)} rows; recording the new data version with DVC")
         vcs.dvc(["add", str(raw.relative_to(root))], root)
+        checkpoint("data-add:dvc-added")
         if push:
-            vcs.dvc(["push", str(pointer.relative_to(root))], root)
+            vcs.dvc(["push", rel], root)
+            checkpoint("data-add:pushed")
     except vcs.CommandError as exc:
-        os.replace(backup, raw)
-        pointer.write_text(pointer_text)
+        _undo(root, journal.read() or {})
+        journal.clear()
         raise IngestError(f"{exc}\nnothing was added: the previous data is back in place") from None
-    backup.unlink(missing_ok=True)
     result.md5_after = data.file_md5(raw)
     if commit:
-        rel = str(pointer.relative_to(root))
         try:
-            result.commit = vcs.commit(
-                root,
-                [rel],
-                f"data: add {result.appended} census rows from {source.name} "
-                f"({result.rows_after} rows, md5 {result.md5_after[:12]})",
-            )
+            # The commit point: before it a crash is undone, after it the new
+            # version (already in the remote) stands.
+            result.commit = vcs.commit(root, [rel], message.format(md5=result.md5_after[:12]))
         except vcs.CommandError as exc:
+            _undo(root, journal.read() or {})
+            journal.clear()
             raise IngestError(
-                f"the rows were added and pushed, but committing {rel} failed: {exc}"
+                f"committing {rel} failed: {exc}\nnothing was added: the previous data is back"
             ) from None
+        checkpoint("data-add:committed")
+    backup.unlink(missing_ok=True)
+    journal.clear()
     return result
+
+
+JOURNAL = "data-add"
+
+
+def _beside(raw: Path, kind: str) -> Path:
+    return raw.with_name(f".{raw.name}.{kind}")
+
+
+def _undo(root: Path, state: dict[str, Any]) -> None:
+    """Put the data file and its pointer back as they were before an add."""
+    raw = root / state["raw"]
+    pointer = root / state["pointer"]
+    backup = _beside(raw, "previous")
+    if backup.exists():
+        os.replace(backup, raw)
+    _beside(raw, "tmp").unlink(missing_ok=True)
+    write_atomic(pointer, state["pointer_text"].encode())
+    if (root / ".git").exists():
+        vcs.git(["reset", "-q", "--", state["pointer"]], root)  # nothing of it staged
+
+
+def recover(root: Path, log: Callable[[str], None] = lambda _m: None) -> None:
+    """Finish or undo a `data add` that a crash interrupted.
+
+    Finished: the pointer is committed (its data was pushed before), only the
+    backup is left to remove. Anything earlier: the previous file and pointer
+    are put back; data already copied to the cache or remote stays there unused.
+    """
+    root = root.resolve()
+    journal = Journal(root, JOURNAL)
+    state = journal.read()
+    if state is None:
+        return
+    raw = root / state["raw"]
+    committed = vcs.show_file(root, "HEAD", state["pointer"]) if state["commit"] else None
+    head_md5 = _md5_of(committed) if committed else None
+    finished = head_md5 not in (None, state["md5_before"])
+    if finished and raw.exists() and data.file_md5(raw) == head_md5:
+        _beside(raw, "previous").unlink(missing_ok=True)
+        log(f"finished the interrupted addition of rows to {state['raw']}")
+        journal.clear()
+        return
+    _undo(root, state)
+    log(f"undid the interrupted addition of rows to {state['raw']}: the previous data is back")
+    journal.clear()

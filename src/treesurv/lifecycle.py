@@ -23,7 +23,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ import yaml
 from treesurv import bundle as bundle_mod
 from treesurv import data, ingest, registry, schema, vcs
 from treesurv.config import LifecycleConfig, ParamsError, Paths, load_params
+from treesurv.journal import Journal, checkpoint, locked, write_atomic
 
 Log = Callable[[str], None]
 GATE_METRICS = ("roc_auc", "brier")
@@ -321,6 +323,7 @@ class _Run:
     # ------------------------------------------------------------ the steps
 
     def run(self, new_data: Path | None) -> None:
+        self.step = "setup"
         self.setup()
         self.step = "registry"
         vcs.git_root(self.root)
@@ -332,7 +335,7 @@ class _Run:
 
         self.step = "pull"
         self.log("pulling the current data version")
-        vcs.dvc(["pull", str(pointer.relative_to(self.root))], self.root)
+        self._pull(str(pointer.relative_to(self.root)))
 
         if new_data is not None:
             self.step = "data"
@@ -367,21 +370,84 @@ class _Run:
             return
 
         self.step = "version"
-        version = self._version(challenger, champion)
-        self.step = "store"
-        self._store()
-        self.step = "push"
-        self.log("pushing data and models to the DVC remote")
-        vcs.dvc(["push"], self.root)
-        self.step = "commit"
-        commit = self._commit(version)
-        self.step = "register"
+        version = self._next_version(challenger, champion)
+        self._publish(version, challenger)
+
+    def _pull(self, pointer: str) -> None:
+        """Pull the data version, and check the remote holds it: a remote that cannot
+        be reached fails the run here, before a minute of training, not at the push."""
+        remote = vcs.dvc_remote(self.root)
+        try:
+            vcs.dvc(["pull", pointer], self.root)
+            status = vcs.dvc(["status", "--cloud", "--json", pointer], self.root)
+        except vcs.CommandError as exc:
+            raise RetrainError(f"the DVC remote {remote} is unreachable: {exc}") from None
+        if status.strip() not in ("", "{}"):
+            raise RetrainError(
+                f"the DVC remote {remote} does not hold the current data version "
+                f"({pointer}: {status.strip()})"
+            )
+
+    def _publish(self, version: str, challenger: bundle_mod.Bundle) -> None:
+        """Version, store, push, commit, register and promote the challenger.
+
+        The journal names what is about to change; the commit is the commit point
+        (everything it names is pushed before it): a crash before it is undone by
+        `recover_retrain`, one after it is finished.
+        """
         summary = self._summary_line()
+        store_pointer = f"{self.store.as_posix()}.dvc"
+        backed_up = [
+            str(self.params_file.relative_to(self.root)),
+            store_pointer,
+            str(self.store.parent / ".gitignore"),
+        ]
+        dest = self.path(self.config.production_dir)
+        journal = Journal(self.root, RETRAIN_JOURNAL)
+        journal.write(
+            {
+                "registry": registry.registry_state(self.registry, dest),
+                "version": version,
+                "base": vcs.head_commit(self.root),
+                "commit_message": f"model: {self.name} {version} ({summary})",
+                "tag_message": f"{self.name} {version}: {summary}",
+                "promote_message": f"promote {version}: {summary}",
+                "store_pointer": store_pointer,
+                "backups": {
+                    rel: (self.root / rel).read_text() if (self.root / rel).exists() else None
+                    for rel in backed_up
+                },
+            }
+        )
+        checkpoint("retrain:journaled")
+        try:
+            self._package(version, challenger)
+            checkpoint("retrain:packaged")
+            self.step = "store"
+            self._store()
+            checkpoint("retrain:stored")
+            self.step = "push"
+            self.log("pushing data and models to the DVC remote")
+            try:
+                vcs.dvc(["push"], self.root)
+            except vcs.CommandError as exc:
+                remote = vcs.dvc_remote(self.root)
+                raise RetrainError(f"cannot push to the DVC remote {remote}: {exc}") from None
+            checkpoint("retrain:pushed")
+            self.step = "commit"
+            commit = self._commit(version)
+        except BaseException:
+            _undo_publish(self.root, journal.read() or {}, self.log)
+            journal.clear()
+            raise
+        checkpoint("retrain:committed")
+        self.step = "register"
         registered = self.registry.register(version, commit, f"{self.name} {version}: {summary}")
+        checkpoint("retrain:registered")
         self.report["tags"] = [registered.tag]
         self.step = "promote"
-        dest = self.path(self.config.production_dir)
         registry.promote(self.registry, version, dest, f"promote {version}: {summary}")
+        journal.clear()
         self.report["tags"] += [e.tag for e in self.registry.events()[-1:]]
         self.report["decision"] = "promoted"
         self.report["production"]["after"] = version
@@ -446,17 +512,23 @@ class _Run:
             self.log(reason)
         return decision
 
-    def _version(self, challenger: bundle_mod.Bundle, champion: bundle_mod.Bundle | None) -> str:
+    def _next_version(
+        self, challenger: bundle_mod.Bundle, champion: bundle_mod.Bundle | None
+    ) -> str:
         known = [v.version for v in self.registry.versions()]
         first = str(self.params.get("package", {}).get("version", "1.0.0"))
         kind = registry.change_kind(challenger.manifest, champion.manifest if champion else None)
         version = registry.next_version(known, first, kind)
         self.report["version"] = version
         self.report["version_bump"] = None if not known else kind.value
+        return version
+
+    def _package(self, version: str, challenger: bundle_mod.Bundle) -> None:
+        """The challenger's bundle, re-packaged under its registry version."""
         if challenger.version != version:
             self.log(f"packaging the challenger as version {version}")
             text = self.params_file.read_text()
-            self.params_file.write_text(set_package_version(text, version))
+            write_atomic(self.params_file, set_package_version(text, version).encode())
             vcs.dvc(["repro"], self.root)
             packaged = self._challenger()
             if packaged.version != version or not same_predictor(
@@ -464,7 +536,6 @@ class _Run:
             ):
                 raise RetrainError("re-packaging the challenger changed its model")
         self.report["challenger"]["version"] = version
-        return version
 
     def _store(self) -> None:
         """Version the bundle with DVC at the registry's store path (the pipeline's
@@ -522,6 +593,88 @@ class _Run:
         return md
 
 
+# ------------------------------------------------------------ crash recovery
+
+RETRAIN_JOURNAL = "retrain"
+
+
+def _undo_publish(root: Path, state: dict[str, Any], log: Log) -> None:
+    """Put back the files a publication changed before its commit."""
+    backups: dict[str, str | None] = state.get("backups") or {}
+    for rel, text in backups.items():
+        if text is None:
+            (root / rel).unlink(missing_ok=True)
+        else:
+            write_atomic(root / rel, text.encode())
+    present = [rel for rel in backups if vcs.show_file(root, "HEAD", rel) is not None]
+    if present:
+        vcs.git(["reset", "-q", "--", *present], root)  # nothing of it stays staged
+    store_pointer = state.get("store_pointer")
+    if store_pointer and backups.get(store_pointer) is not None:
+        try:  # the stored bundle back to the restored pointer (from the local cache)
+            vcs.dvc(["checkout", "-q", "--force", store_pointer], root)
+        except vcs.CommandError as exc:
+            log(f"note: {store_pointer}: the working copy was not restored: {exc}")
+
+
+def _is_publish_commit(root: Path, state: dict[str, Any]) -> bool:
+    head = vcs.head_commit(root)
+    if head == state["base"]:
+        return False
+    try:
+        parent = vcs.git(["rev-parse", "--verify", "-q", "HEAD^"], root).strip()
+    except vcs.CommandError:  # a root commit
+        return False
+    message = vcs.git(["log", "-1", "--format=%B", "HEAD"], root).strip()
+    return parent == state["base"] and message == state["commit_message"].strip()
+
+
+def recover_retrain(root: Path, log: Log) -> None:
+    """Finish or undo the publication of a retrain that a crash interrupted.
+
+    Committed (the commit holds only what was pushed before it): register the
+    version if needed, put it in the stage unless a later decision was made,
+    install its bundle. Not committed: put the changed files back.
+    """
+    journal = Journal(root, RETRAIN_JOURNAL)
+    state = journal.read()
+    if state is None:
+        return
+    reg, dest = registry.from_state(root, state["registry"])
+    version = state["version"]
+    registered = any(v.version == version for v in reg.versions())
+    if not registered and _is_publish_commit(root, state):
+        reg.register(version, vcs.head_commit(root), state["tag_message"])
+        registered = True
+    if registered:
+        decided = max((e.number for e in reg.events()), default=0)
+        if decided <= state["registry"]["events_before"]:
+            reg.assign(version, state["promote_message"])
+        registry.settle_production(reg, dest)
+        log(f"finished the interrupted promotion of {reg.name} {version}")
+    else:
+        _undo_publish(root, state, log)
+        log(f"undid the interrupted publication of {reg.name} {version}")
+    journal.clear()
+
+
+def recover(root: Path, log: Log = lambda _m: None) -> None:
+    """Finish or undo whatever lifecycle operation a crash interrupted (call it
+    holding the lock, before any other lifecycle step)."""
+    root = root.resolve()
+    ingest.recover(root, log)
+    registry.recover_promotion(root, log)
+    recover_retrain(root, log)
+
+
+@contextmanager
+def guarded(root: Path, log: Log = lambda _m: None) -> Iterator[None]:
+    """The lifecycle lock, and recovery from an earlier crash, around a command."""
+    with locked(root):
+        recover(root, log)
+        yield
+
+
 @dataclass(frozen=True)
 class RetrainResult:
     report: dict[str, Any]
@@ -541,8 +694,10 @@ def retrain(
     """Run the loop; the report says `promoted`, `kept` or `failed` (with the step
     and the reason). A failed step is reported, never raised."""
     run = _Run(root, params_file, log)
+    run.step = "recover"
     try:
-        run.run(new_data)
+        with guarded(root, log):
+            run.run(new_data)
     except (
         RetrainError,
         ParamsError,

@@ -7,10 +7,13 @@ commands, so `treesurv --help` and the service stay light.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     from treesurv.registry import Registry
 
 log = logging.getLogger("treesurv")
+F = TypeVar("F", bound=Callable[..., Any])
 
 registry_app = typer.Typer(
     help="Model versions and the production stage (GTO tags; bundles from DVC).",
@@ -45,6 +49,36 @@ def _context(params_path: Path) -> tuple[Registry, Path, Path]:
     return reg, config.production_dir, paths.bundle
 
 
+@contextmanager
+def _guarded() -> Iterator[None]:
+    """Hold the lifecycle lock; first finish or undo an operation a crash interrupted."""
+    from treesurv.cli import err, fail
+    from treesurv.ingest import IngestError
+    from treesurv.journal import locked
+    from treesurv.lifecycle import recover
+    from treesurv.registry import RegistryError
+    from treesurv.vcs import CommandError
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locked(Path.cwd()))
+            recover(Path.cwd(), log=lambda m: err.print(m, highlight=False))
+        except (OSError, IngestError, RegistryError, CommandError) as exc:
+            raise fail(f"cannot recover from an interrupted operation: {exc}") from None
+        yield
+
+
+def _guard(command: F) -> F:
+    """A command that runs under `_guarded`."""
+
+    @functools.wraps(command)
+    def guarded_command(*args: Any, **kwargs: Any) -> Any:
+        with _guarded():
+            return command(*args, **kwargs)
+
+    return cast(F, guarded_command)
+
+
 def _registry_errors() -> tuple[type[Exception], ...]:
     from treesurv.registry import RegistryError
     from treesurv.vcs import CommandError
@@ -56,6 +90,7 @@ def _registry_errors() -> tuple[type[Exception], ...]:
 
 
 @registry_app.command("list")
+@_guard
 def registry_list(
     params_path: ParamsOpt = PARAMS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -107,6 +142,7 @@ def registry_list(
 
 
 @registry_app.command("history")
+@_guard
 def registry_history(params_path: ParamsOpt = PARAMS) -> None:
     """Every promotion and rollback of the production stage, newest first."""
     from rich.table import Table
@@ -130,6 +166,7 @@ def registry_history(params_path: ParamsOpt = PARAMS) -> None:
 
 
 @registry_app.command("promote")
+@_guard
 def registry_promote(
     version: Annotated[str, typer.Argument(help="A registered version, e.g. 1.2.0.")],
     params_path: ParamsOpt = PARAMS,
@@ -147,6 +184,7 @@ def registry_promote(
 
 
 @registry_app.command("rollback")
+@_guard
 def registry_rollback(params_path: ParamsOpt = PARAMS) -> None:
     """Put the previous production version back in production."""
     from treesurv import registry
@@ -161,6 +199,7 @@ def registry_rollback(params_path: ParamsOpt = PARAMS) -> None:
 
 
 @registry_app.command("checkout")
+@_guard
 def registry_checkout(
     params_path: ParamsOpt = PARAMS,
     out_dir: Annotated[
@@ -196,6 +235,7 @@ def registry_checkout(
 # --------------------------------------------------------------------- data
 
 
+@_guard
 def data_add(
     path: Annotated[Path, typer.Argument(help="CSV of new census rows in the study's format.")],
     params_path: ParamsOpt = PARAMS,

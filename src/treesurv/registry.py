@@ -24,7 +24,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -33,6 +33,7 @@ from typing import Any
 
 from treesurv import bundle as bundle_mod
 from treesurv import vcs
+from treesurv.journal import Journal, checkpoint
 
 DEFAULT_STAGE = "prod"
 SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
@@ -400,21 +401,88 @@ def discard(restored: Restored) -> None:
 # ---------------------------------------------------------------- operations
 
 
+PROMOTE_JOURNAL = "promote"
+
+
+def registry_state(reg: Registry, dest: Path) -> dict[str, Any]:
+    """What recovery needs to rebuild the registry and find the production directory."""
+    return {
+        "name": reg.name,
+        "store": reg.store_path.as_posix(),
+        "stage": reg.stage,
+        "metrics": reg.metrics_path.as_posix(),
+        "dest": str(dest.resolve()),
+        "events_before": max((e.number for e in reg.events()), default=0),
+    }
+
+
+def from_state(root: Path, state: dict[str, Any]) -> tuple[Registry, Path]:
+    reg = Registry(
+        root, state["name"], Path(state["store"]), state["stage"], Path(state["metrics"])
+    )
+    return reg, Path(state["dest"])
+
+
 def promote(reg: Registry, version: str, dest: Path, message: str | None = None) -> Version:
     """Put a registered version in production and its bundle at `dest`.
 
     The bundle is restored and verified first: if that fails, neither the stage
-    tags nor `dest` change.
+    tags nor `dest` change. The stage tag is the commit point: a promotion
+    interrupted before it is undone by `recover_promotion`, one interrupted after
+    it is finished (the bundle installed).
     """
     target = reg.find(version)
-    restored = reg.restore(target.version, dest)
+    journal = Journal(reg.root, PROMOTE_JOURNAL)
+    journal.write({**registry_state(reg, dest), "version": target.version})
+    restored = None
     try:
+        restored = reg.restore(target.version, dest)
+        checkpoint("promote:restored")
         reg.assign(target.version, message or f"promote {target.version}")
     except BaseException:
-        discard(restored)
+        if restored is not None:
+            discard(restored)
+        journal.clear()
         raise
+    checkpoint("promote:assigned")
     install(restored, dest)
+    checkpoint("promote:installed")
+    journal.clear()
     return target
+
+
+def _clear_leftovers(dest: Path) -> None:
+    """Staging and swapped-out copies an interrupted install left beside `dest`."""
+    for leftover in dest.parent.glob(f".{dest.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def settle_production(reg: Registry, dest: Path) -> str | None:
+    """Make `dest` hold the bundle of the version in the stage (after a crash)."""
+    _clear_leftovers(dest)
+    now = current(reg.events())
+    if now is None:
+        return None
+    checkout(reg, dest, version=now)
+    return now
+
+
+def recover_promotion(root: Path, log: Callable[[str], None]) -> None:
+    """Finish or undo a promotion that a crash interrupted (see `promote`)."""
+    journal = Journal(root, PROMOTE_JOURNAL)
+    state = journal.read()
+    if state is None:
+        return
+    reg, dest = from_state(root, state)
+    events = reg.events()
+    assigned = max((e.number for e in events), default=0) > state["events_before"]
+    if assigned and current(events) == state["version"]:
+        settle_production(reg, dest)
+        log(f"finished the interrupted promotion of {reg.name} {state['version']}")
+    else:
+        _clear_leftovers(dest)
+        log(f"undid the interrupted promotion of {reg.name} {state['version']}")
+    journal.clear()
 
 
 def rollback(reg: Registry, dest: Path) -> tuple[str, Version]:

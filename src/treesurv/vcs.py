@@ -105,3 +105,15 @@ def commit(cwd: Path, paths: Sequence[str], message: str, *, update: Sequence[st
     if staged:
         git(["commit", "--quiet", "--no-verify", "-m", message], cwd)
     return head_commit(cwd)
+
+
+def dvc_remote(cwd: Path) -> str:
+    """The default DVC remote as `'name' (url)`, for messages."""
+    try:
+        name = dvc(["remote", "default"], cwd).strip()
+        if not name:
+            return "(none is configured)"
+        url = dvc(["config", f"remote.{name}.url"], cwd).strip()
+    except CommandError:
+        return "(the default remote)"
+    return f"{name!r} ({url})"

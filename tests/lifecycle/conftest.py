@@ -16,6 +16,7 @@ from treesurv import data
 from treesurv.registry import Registry, promote
 
 STORE = Path("models/registry/tree-survival")
+DATA_RAW = Path("data/raw/Tree_Data.csv")
 PARAMS = """\
 paths:
   raw: data/raw/Tree_Data.csv
@@ -110,3 +111,26 @@ def add_version(
 
 def manifest(path: Path) -> dict[str, object]:
     return dict(json.loads((path / "manifest.json").read_text()))
+
+
+def study_lines(real_csv: Path) -> list[bytes]:
+    """The real file's lines, byte for byte (CRLF endings included)."""
+    return real_csv.read_bytes().splitlines(keepends=True)
+
+
+@pytest.fixture
+def data_repo(tmp_path: Path, real_csv: Path) -> Repo:
+    return make_data_repo(tmp_path / "repo", tmp_path / "remote", real_csv)
+
+
+def make_data_repo(root: Path, remote: Path, real_csv: Path) -> Repo:
+    """A repository whose data version is the study's first 300 rows."""
+    repo = init_repo(root, remote)
+    lines = study_lines(real_csv)
+    (repo.root / DATA_RAW).parent.mkdir(parents=True)
+    (repo.root / DATA_RAW).write_bytes(b"".join(lines[:301]))
+    repo.run("dvc", "add", "-q", str(DATA_RAW))
+    repo.run("dvc", "push", "-q")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "data v1")
+    return repo

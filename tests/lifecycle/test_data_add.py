@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lifecycle.conftest import Repo, init_repo
+from tests.lifecycle.conftest import Repo, study_lines
 from treesurv import data
 from treesurv.ingest import pointer_md5
 
@@ -15,25 +15,6 @@ pytestmark = pytest.mark.slow
 
 RAW = Path("data/raw/Tree_Data.csv")
 POINTER = Path("data/raw/Tree_Data.csv.dvc")
-
-
-def study_lines(real_csv: Path) -> list[bytes]:
-    """The real file's lines, byte for byte (CRLF endings included)."""
-    return real_csv.read_bytes().splitlines(keepends=True)
-
-
-@pytest.fixture
-def data_repo(tmp_path: Path, real_csv: Path) -> Repo:
-    """A repository whose data version is the study's first 300 rows."""
-    repo = init_repo(tmp_path / "repo", tmp_path / "remote")
-    lines = study_lines(real_csv)
-    (repo.root / RAW).parent.mkdir(parents=True)
-    (repo.root / RAW).write_bytes(b"".join(lines[:301]))
-    repo.run("dvc", "add", "-q", str(RAW))
-    repo.run("dvc", "push", "-q")
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "data v1")
-    return repo
 
 
 def write_rows(path: Path, header: bytes, rows: list[bytes]) -> Path:
