@@ -24,9 +24,9 @@ def disable_disk_cache(prefix: str = "treesurv") -> int:
         if module is None or not (name == prefix or name.startswith(prefix + ".")):
             continue
         for value in list(vars(module).values()):
-            if isinstance(value, CPUDispatcher):
+            cache = getattr(value, "_cache", None)
+            if isinstance(value, CPUDispatcher) and not isinstance(cache, NullCache):
                 # Dispatcher.__init__ sets this very object when cache=False.
-                if not isinstance(getattr(value, "_cache", None), NullCache):
-                    setattr(value, "_cache", NullCache())  # noqa: B010
-                    changed += 1
+                setattr(value, "_cache", NullCache())  # noqa: B010
+                changed += 1
     return changed
