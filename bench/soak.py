@@ -479,6 +479,8 @@ def main() -> None:
     summary = {
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": len(os.sched_getaffinity(0)),
+        # Latency depends on what else runs on the machine; errors and memory do not.
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         **summary,
     }
     print(json.dumps(summary, indent=2))
