@@ -17,7 +17,7 @@ MODEL_DIR ?= models/production
 # Pipeline stages call `treesurv`; make them find the project's own.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup data pipeline serve run test test-fast lint typecheck format bench clean \
+.PHONY: help setup data pipeline serve run test test-fast lint typecheck security audit format bench clean \
 	production retrain lint-workflows remote-from-env shared-mirror publish image redeploy
 
 help: ## List the targets
@@ -59,7 +59,7 @@ run: pipeline production serve ## Set up, pull the data, run the pipeline and se
 retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
-test: setup lint typecheck ## Lint, type-check and run the whole test suite
+test: setup lint typecheck security ## Lint, type-check, security checks and the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## Only the quick tests (no real pipeline, no servers)
@@ -71,6 +71,12 @@ lint: setup ## Ruff
 
 typecheck: setup ## Mypy (strict)
 	$(BIN)/mypy
+
+security: setup audit ## Bandit on src/ (skips justified in pyproject.toml) and the dependency audit
+	$(BIN)/bandit -q -c pyproject.toml -r src
+
+audit: setup ## Known vulnerabilities in the pins (pip-audit; warns when the database is unreachable, AUDIT_STRICT=1 fails then)
+	$(BIN)/python bin/audit-deps.py
 
 lint-workflows: setup ## actionlint (with shellcheck) over .github/workflows
 	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck

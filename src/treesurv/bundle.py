@@ -241,7 +241,7 @@ def write_bundle(
             with entry.open("rb") as fh:
                 os.fsync(fh.fileno())
         # mkdtemp makes 0700; a bundle is read by the service's own user and others.
-        os.chmod(staging, 0o755)  # noqa: S103
+        os.chmod(staging, 0o755)  # noqa: S103  # nosec B103
         swap_into_place(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

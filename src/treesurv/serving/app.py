@@ -17,11 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
-from treesurv.serving import errors, oip, routes
+from treesurv.serving import errors, jit, oip, routes
 from treesurv.serving.metrics import Metrics
-from treesurv.serving.middleware import BodyLimit, Instrument
+from treesurv.serving.middleware import BodyLimit, Instrument, SecurityHeaders
 from treesurv.serving.schemas import Instance, PredictionRequest
 from treesurv.serving.settings import Settings
 from treesurv.serving.state import ModelState
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jit.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
         await run_in_threadpool(state.reload)
         state.start_watching(settings.watch_interval)
         try:
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.hot)
     app.include_router(routes.router)
     app.include_router(oip.router)
+
+    app.add_exception_handler(StarletteHTTPException, oip.http_error_handler)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
@@ -108,5 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "Authorization", "X-API-Key"],
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Instrument, metrics=metrics)
     return app

@@ -14,12 +14,14 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__, schema
 from treesurv.serving import errors
 from treesurv.serving.routes import _json, model_state, score, settings_of
-from treesurv.serving.schemas import Instance
+from treesurv.serving.schemas import ErrorResponse, Instance
 from treesurv.serving.state import Served
 
 PLATFORM = "treesurv-compiled"
@@ -117,10 +119,31 @@ def error_response(message: str, status: int = 400) -> Response:
     return _json({"error": message}, status)
 
 
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """HTTP errors raised before an endpoint runs (e.g. a body FastAPI cannot parse):
+    the protocol's `{"error": ...}` under /v2, FastAPI's usual answer elsewhere."""
+    assert isinstance(exc, StarletteHTTPException)
+    route = getattr(request.scope.get("route"), "path", "")
+    if route.startswith(router.prefix):
+        return error_response(str(exc.detail), exc.status_code)
+    return await http_exception_handler(request, exc)
+
+
+class ErrorBody(BaseModel):
+    """The protocol's error answer."""
+
+    error: str
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid request: {'error': message}"},
-    404: {"description": "Unknown model or version"},
-    503: {"description": "No verified model loaded"},
+    400: {"model": ErrorBody, "description": "Invalid request: {'error': message}"},
+    404: {"model": ErrorBody, "description": "Unknown model or version"},
+    503: {"model": ErrorBody, "description": "No verified model loaded"},
+}
+# The body limit is enforced before the protocol sees the request (service error format).
+INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    413: {"model": ErrorResponse, "description": "Request body above the size limit"},
 }
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
@@ -320,7 +343,7 @@ async def _infer(
     return _json(answer)
 
 
-@router.post("/models/{model_name}/infer", response_model=InferenceResponse, responses=ERRORS)
+@router.post("/models/{model_name}/infer", response_model=InferenceResponse, responses=INFER_ERRORS)
 async def infer(model_name: str, body: InferenceRequest, request: Request) -> Response:
     """Score seedlings sent as V2 tensors (one tensor per feature)."""
     return await _infer(body, request, model_name, None)
@@ -329,7 +352,7 @@ async def infer(model_name: str, body: InferenceRequest, request: Request) -> Re
 @router.post(
     "/models/{model_name}/versions/{model_version}/infer",
     response_model=InferenceResponse,
-    responses=ERRORS,
+    responses=INFER_ERRORS,
 )
 async def infer_version(
     model_name: str, model_version: str, body: InferenceRequest, request: Request

@@ -42,10 +42,13 @@ JSON = "application/json"
 # Endpoints whose body is one flat instance rather than {"instances": [...]}.
 FLAT_BODY_ROUTES = frozenset({"/v1/predic"})
 
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "No verified model loaded yet"},
+}
 INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid input: field, value and what is allowed"},
     413: {"model": ErrorResponse, "description": "Request body above the size limit"},
-    503: {"description": "No verified model loaded yet"},
+    **NOT_READY,
 }
 EXAMPLE_REQUEST = {
     "one seedling": {
@@ -227,7 +230,7 @@ async def predic(request: Request) -> Response:
 # ------------------------------------------------------------------------ model
 
 
-@router.get("/v1/model", response_model=ModelInfo, tags=["model"], responses={503: {}})
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"], responses=NOT_READY)
 def model_info(request: Request) -> ModelInfo:
     """The served model: version, metrics, feature schema (with the allowed
     categories and ranges) and the model card."""
@@ -312,9 +315,12 @@ def require_admin(
     tags=["admin"],
     dependencies=[Depends(require_admin)],
     responses={
-        401: {"description": "Missing or wrong API key"},
-        403: {"description": "Admin API disabled (no key configured)"},
-        409: {"description": "Bundle refused; the previous model keeps serving"},
+        401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+        403: {"model": ErrorResponse, "description": "Admin API disabled (no key configured)"},
+        409: {
+            "model": ErrorResponse,
+            "description": "Bundle refused; the previous model keeps serving",
+        },
     },
 )
 async def reload(request: Request) -> Response:

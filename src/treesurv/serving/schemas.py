@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.config import JsonDict, JsonValue
 from pydantic_core import PydanticCustomError
 
 from treesurv import schema
@@ -35,11 +36,36 @@ def _field(feature: schema.Feature) -> tuple[Any, Any]:
     return float, Field(..., **number, **common)
 
 
+def rule_branches() -> list[JsonValue]:
+    """The cross-field rules as JSON Schema: one branch per Species x Soil pair, fixing
+    what the rules imply (Sterile, Conspecific, whether EMF is given). The OpenAPI
+    document thus says exactly which instances are valid, so generated clients and
+    schema-driven fuzzers (schemathesis) see the same rules as `rule_violations`."""
+    non_sterile = next(s for s in schema.STERILE if s != "Sterile")
+    branches: list[JsonValue] = []
+    for species in schema.SPECIES:
+        amf = schema.SPECIES_MYCO[species] == "AMF"
+        for soil in schema.SOIL_SOURCES:
+            branch: JsonDict = {
+                "properties": {
+                    "Species": {"const": species},
+                    "Soil": {"const": soil},
+                    "Sterile": {"const": "Sterile" if soil == "Sterile" else non_sterile},
+                    "Conspecific": {"const": schema.expected_conspecific(species, soil)},
+                    "EMF": {"type": "null"} if amf else {"type": "number"},
+                }
+            }
+            if not amf:
+                branch["required"] = ["EMF"]
+            branches.append(branch)
+    return branches
+
+
 class _InstanceBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"examples": [schema.EXAMPLE]},
+        json_schema_extra={"examples": [schema.EXAMPLE], "anyOf": rule_branches()},
     )
 
     @model_validator(mode="after")
