@@ -138,7 +138,7 @@ async function predict(event) {
   const body = { instances: [inst] };
   if (h !== null) body.horizon_days = h;
   const pred = await post("/v1/predictions", body);
-  if (!pred) return;
+  if (!pred) { $("result").hidden = true; return; }  // no stale answer beside an error
   const p = pred.predictions[0].death_probability;
   $("result").hidden = false;
   $("probability").textContent = `${(100 * p).toFixed(1)} %`;
@@ -155,7 +155,7 @@ async function predict(event) {
 }
 
 function drawSurvival(points, mark) {
-  const W = 360, H = 220, L = 40, R = 10, T = 10, B = 30;
+  const W = 360, H = 230, L = 40, R = 10, T = 10, B = 40;
   const maxDay = spec.model.max_days;
   const x = (d) => L + (d / maxDay) * (W - L - R);
   const y = (s) => T + (1 - s) * (H - T - B);
@@ -167,15 +167,12 @@ function drawSurvival(points, mark) {
     root.append(svg("text", { x: L - 6, y: y(s) + 4, "text-anchor": "end" }, s.toFixed(1)));
   }
   for (let d = 0; d <= maxDay; d += 20) {
-    root.append(svg("text", { x: x(d), y: H - 12, "text-anchor": "middle" }, d));
+    root.append(svg("text", { x: x(d), y: H - 24, "text-anchor": "middle" }, d));
   }
-  root.append(svg("text", { x: W - R, y: H - 1, "text-anchor": "end" }, "days since planting"));
+  root.append(svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, "days since planting"));
   // A step function: S keeps its value until the next day.
-  let path = `M${x(0)},${y(1)}`, prev = 1;
-  for (const pt of points) {
-    path += ` H${x(pt.day)} V${y(pt.survival_probability)}`;
-    prev = pt.survival_probability;
-  }
+  let path = `M${x(0)},${y(1)}`;
+  for (const pt of points) path += ` H${x(pt.day)} V${y(pt.survival_probability)}`;
   path += ` H${x(maxDay)}`;
   root.append(svg("path", { class: "curve", d: path }));
   for (const pt of points) {
@@ -189,7 +186,6 @@ function drawSurvival(points, mark) {
       "stroke-dasharray": "4 3" }));
   }
   $("survival-chart").replaceChildren(root);
-  return prev;
 }
 
 async function compare() {
