@@ -63,9 +63,11 @@ test: setup browser lint typecheck ## Lint, type-check and run the whole test su
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
-# WebDriver (system packages; selenium itself is a dev dependency).
+# WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
+# chromedriver already there (GitHub's Ubuntu runners have them) are used as they are.
 browser: ## Install chromium and chromium-driver (Debian packages) for the browser test
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	@{ command -v chromium || command -v google-chrome; } >/dev/null && \
+	  { command -v chromedriver || test -x "$$CHROMEWEBDRIVER/chromedriver"; } >/dev/null || { \
 	  echo "installing chromium and chromium-driver (Debian packages)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver; }

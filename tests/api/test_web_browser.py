@@ -26,8 +26,13 @@ from treesurv.serving.schemas import DESIGN_EXAMPLE
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium")
-DRIVER = shutil.which("chromedriver")
+# Debian's chromium first; a Chrome with its driver (e.g. on GitHub's runners) also does.
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)
+DRIVER = shutil.which("chromedriver") or shutil.which(
+    "chromedriver", path=os.environ.get("CHROMEWEBDRIVER", "")
+)
 OUTPUT = ROOT / "test-output"
 PHONE = (412, 915)  # the page must work on a phone-sized screen
 
