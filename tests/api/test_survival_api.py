@@ -270,3 +270,27 @@ def test_page_and_its_form_description(four: TestClient, models: dict[str, Any])
     }
     assert form["model"]["max_days"] == models["max_days"] and form["model"]["planning"]
     assert four.get("/ui/model-card").text.startswith("# Test model 3.0.0")
+
+
+def test_a_reload_swaps_all_four_models_together(
+    make_client: ClientFactory, bundle_four: Path, bundle_v1: Path, tmp_path: Path
+) -> None:
+    from tests.api.conftest import API_KEY
+    from tests.api.test_reload import place
+
+    model_dir = tmp_path / "served"
+    place(bundle_v1, model_dir)
+    client = make_client(model_dir)
+    assert client.post("/v1/survival", json={"instances": [schema.EXAMPLE]}).status_code == 501
+    place(bundle_four, model_dir)
+    r = client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200 and r.json()["model_version"] == "3.0.0"
+    served = client.app.state.model.current  # type: ignore[attr-defined]
+    assert set(served.survival) == {"full", "planning"} and served.classifier("planning")
+    body = post(client, "/v1/survival", {"instances": [DESIGN_EXAMPLE], "horizons": [30]})
+    assert body["model"] == "planning" and body["model_version"] == "3.0.0"
+    # Back to the classifier-only bundle: its lack of the other models comes with it.
+    place(bundle_v1, model_dir)
+    assert client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert client.post("/v1/survival", json={"instances": [schema.EXAMPLE]}).status_code == 501
+    post(client, "/v1/predictions", {"instances": [DESIGN_EXAMPLE]}, 422)
