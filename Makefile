@@ -17,7 +17,7 @@ MODEL_DIR ?= models/production
 # Pipeline stages call `treesurv`; make them find the project's own.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup data pipeline serve run test test-fast lint typecheck security audit format bench clean \
+.PHONY: help setup data pipeline serve run test test-fast browser lint typecheck security audit format bench clean \
 	production retrain lint-workflows remote-from-env shared-mirror publish image redeploy
 
 help: ## List the targets
@@ -59,8 +59,18 @@ run: pipeline production serve ## Set up, pull the data, run the pipeline and se
 retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
-test: setup lint typecheck security ## Lint, type-check, security checks and the whole test suite
+test: setup browser lint typecheck security ## Lint, type-check, security checks and the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The web page's test drives a real headless browser: Debian's chromium and its
+# WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
+# chromedriver already there (GitHub's Ubuntu runners have them) are used as they are.
+browser: ## Install chromium and chromium-driver (Debian packages) for the browser test
+	@{ command -v chromium || command -v google-chrome; } >/dev/null && \
+	  { command -v chromedriver || test -x "$$CHROMEWEBDRIVER/chromedriver"; } >/dev/null || { \
+	  echo "installing chromium and chromium-driver (Debian packages)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver; }
 
 test-fast: setup ## Only the quick tests (no real pipeline, no servers)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

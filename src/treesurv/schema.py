@@ -235,6 +235,19 @@ def expected_conspecific(species: str, soil: str) -> str:
     return "Conspecific" if soil == species else "Heterospecific"
 
 
+# Design fields whose value follows from Species and Soil (see RULES): a what-if
+# that changes the soil changes them too, and the web form fills them in.
+IMPLIED: Final = ("Sterile", "Conspecific")
+
+
+def implied_values(species: str, soil: str) -> dict[str, str]:
+    """The Sterile and Conspecific values the rules require for a species and soil."""
+    return {
+        "Sterile": "Sterile" if soil == "Sterile" else "Non-Sterile",
+        "Conspecific": expected_conspecific(species, soil),
+    }
+
+
 def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 

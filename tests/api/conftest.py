@@ -73,3 +73,13 @@ def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of a typed frame as API instances (EMF missing -> null)."""
     rows = frame[list(schema.FEATURE_NAMES)].to_dict("records")
     return [{k: (None if schema.is_missing(v) else v) for k, v in r.items()} for r in rows]
+
+
+@pytest.fixture(scope="session")
+def bundle_four(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> Path:
+    """A small bundle with all four sub-models (full/planning x classifier/survival)."""
+    from tests.helpers import build_four_model_bundle
+
+    path = tmp_path_factory.mktemp("bundles") / "four"
+    build_four_model_bundle(path, study, "3.0.0", trees=8)
+    return path

@@ -83,7 +83,7 @@ def test_extra_field_in_an_instance_and_beside_instances(client: TestClient) -> 
     assert "Species" in p["allowed"] and "Census" not in p["allowed"]
     [q] = problems(client, {**one(), "model": "other"})
     assert q["field"] == "model"
-    assert q["allowed"] == "only the fields instances"
+    assert q["allowed"] == "only the fields instances, horizon_days"
 
 
 def test_cross_field_rules(client: TestClient) -> None:

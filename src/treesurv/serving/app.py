@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
-from treesurv.serving import errors, jit, oip, routes
+from treesurv.serving import errors, jit, oip, routes, survival_routes, web
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, Instrument, SecurityHeaders
 from treesurv.serving.schemas import Instance, PredictionRequest
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.hot)
     app.include_router(routes.router)
     app.include_router(oip.router)
+    app.include_router(survival_routes.router)
+    app.include_router(web.router)
 
     app.add_exception_handler(StarletteHTTPException, oip.http_error_handler)
 
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         flat = route in routes.FLAT_BODY_ROUTES
         items = errors.describe_all(
             exc.errors(),
-            container_fields=() if flat else ("instances",),
+            container_fields=() if flat else routes.BODY_FIELDS.get(route, ("instances",)),
             max_batch=settings.max_batch,
         )
         return routes._json({"detail": items}, 422)
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             # Routes that parse their own body (routes.parse) reference these models.
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            for model in (PredictionRequest, Instance):
+            for model in (PredictionRequest, Instance, *survival_routes.BODY_MODELS):
                 doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(doc.pop("$defs", {}))
                 schemas[model.__name__] = doc

@@ -18,6 +18,8 @@ MAX_VALUE_CHARS = 200
 OBJECT_PROBLEMS = {"model_attributes_type", "dict_type", "model_type"}
 NUMBER_PROBLEMS = {"float_type", "float_parsing", "int_type", "int_parsing"}
 RANGE_PROBLEMS = {"greater_than_equal", "less_than_equal", "finite_number"}
+# Fields holding days since planting (their upper bound is the served model's).
+DAY_FIELDS = {"horizons", "horizon_days"}
 
 
 def field_path(loc: Sequence[str | int]) -> str:
@@ -91,9 +93,13 @@ def describe(
         else:
             allowed = "a value"
         msg = f"{field}: required field is missing; must be {allowed}"
+        if feature is not None and feature.trait:
+            msg += f" (or omit all of {', '.join(schema.TRAITS)}: the planning model answers)"
     elif kind == "extra_forbidden":
         # An unknown key inside an instance, or beside "instances".
-        inside_instance = len(inner) >= 2 and isinstance(inner[-2], int)
+        inside_instance = len(inner) >= 2 and (
+            isinstance(inner[-2], int) or inner[-2] == "instance"
+        )
         known = list(instance_fields) if inside_instance or not container_fields else []
         known = known or list(container_fields)
         allowed = "only the fields " + ", ".join(known)
@@ -109,6 +115,11 @@ def describe(
         else:
             problem = f"{shown!r} is out of range"
         msg = f"{field}: {problem}; must be {allowed}"
+    elif name in DAY_FIELDS and kind in NUMBER_PROBLEMS | RANGE_PROBLEMS | {"list_type"}:
+        allowed = "a number of days from 0 to the study's follow-up (see GET /v1/model)"
+        if name == "horizons":
+            allowed = "a list of such numbers, strictly increasing: " + allowed
+        msg = f"{field}: {shown!r} is not allowed; must be {allowed}"
     elif kind in {"too_short", "too_long"} or (kind == "list_type" and name == "instances"):
         upper = max_batch if max_batch is not None else ctx.get("max_length", "the maximum")
         allowed = f"a list of 1 to {upper} instances"

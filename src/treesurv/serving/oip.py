@@ -322,7 +322,7 @@ async def _infer(
         instances = validate_rows(rows)
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
-    probabilities = await score(served, instances)
+    probabilities = await score(served.predictor, [i.__dict__ for i in instances])
     request.app.state.metrics.observe_predictions("v2", probabilities)
     threshold = served.bundle.threshold
     data = {

@@ -21,7 +21,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv import schema
+from treesurv.predictor import FastPredictor
+from treesurv.serving import variants
 from treesurv.serving.schemas import (
+    DESIGN_EXAMPLE,
     ErrorResponse,
     Health,
     Instance,
@@ -41,6 +44,12 @@ THREADPOOL_MIN_ROWS = 64
 JSON = "application/json"
 # Endpoints whose body is one flat instance rather than {"instances": [...]}.
 FLAT_BODY_ROUTES = frozenset({"/v1/predic"})
+# The top-level fields of each route's body (named when an unknown one is sent).
+BODY_FIELDS = {
+    "/v1/predictions": ("instances", "horizon_days"),
+    "/v1/survival": ("instances", "horizons"),
+    "/v1/compare": ("instance", "vary", "values", "steps", "horizon_days"),
+}
 
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "No verified model loaded yet"},
@@ -54,6 +63,14 @@ EXAMPLE_REQUEST = {
     "one seedling": {
         "summary": "One Quercus rubra seedling",
         "value": {"instances": [schema.EXAMPLE]},
+    },
+    "planning (no traits)": {
+        "summary": "Before planting: the design fields only; the planning model answers",
+        "value": {"instances": [DESIGN_EXAMPLE]},
+    },
+    "death by day 60": {
+        "summary": "P(dead by day 60) from the survival model",
+        "value": {"instances": [schema.EXAMPLE], "horizon_days": 60},
     },
     "AMF species (EMF omitted)": {
         "summary": "An Acer saccharum seedling: EMF is empty for AMF species",
@@ -144,12 +161,10 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-async def score(served: Served, instances: list[Instance]) -> list[float]:
-    """P(death) for validated instances, in order."""
-    predictor = served.predictor
-    if len(instances) == 1:
-        return [predictor.predict_one(instances[0].__dict__)]
-    rows = [i.__dict__ for i in instances]
+async def score(predictor: FastPredictor, rows: list[dict[str, Any]]) -> list[float]:
+    """P(death) for validated instances (their field dicts), in order."""
+    if len(rows) == 1:
+        return [predictor.predict_one(rows[0])]
     if len(rows) < THREADPOOL_MIN_ROWS:
         return predictor.predict_rows(rows).tolist()
     proba = await run_in_threadpool(predictor.predict_rows, rows)
@@ -198,14 +213,25 @@ async def predictions(request: Request) -> Response:
     body = await parse(request, PredictionRequest)
     served = served_model(request)  # read once: a reload cannot change it under us
     check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
-    probabilities = await score(served, body.instances)
-    request.app.state.metrics.observe_predictions("v1", probabilities)
-    return _json(
-        {
-            "model_version": served.version,
-            "predictions": prediction_items(probabilities, served.bundle.threshold),
-        }
-    )
+    rows = [i.__dict__ for i in body.instances]
+    model = variants.choose_model(served, rows, ("instances",))
+    payload: dict[str, Any] = {"model_version": served.version, "model": model}
+    if body.horizon_days is None:
+        probabilities = await score(variants.classifier(served, model), rows)
+    else:
+        payload["horizon_days"] = body.horizon_days
+        probabilities = await run_in_threadpool(
+            variants.death_by, served, model, rows, body.horizon_days
+        )
+    metrics = request.app.state.metrics
+    if model == variants.FULL and body.horizon_days is None:
+        metrics.observe_predictions("v1", probabilities)
+    else:  # other models' probabilities stay out of the classifier's histogram
+        metrics.predictions.labels(f"v1_{model}{'_horizon' if body.horizon_days else ''}").inc(
+            len(probabilities)
+        )
+    payload["predictions"] = prediction_items(probabilities, served.bundle.threshold)
+    return _json(payload)
 
 
 @hot.post(

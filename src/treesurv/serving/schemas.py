@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.config import JsonDict, JsonValue
@@ -18,8 +18,9 @@ from treesurv import schema
 RULE_ERROR = "rule_violation"
 
 
-def _field(feature: schema.Feature) -> tuple[Any, Any]:
-    """The pydantic type and Field of one feature."""
+def _field(feature: schema.Feature, omittable: bool = False) -> tuple[Any, Any]:
+    """The pydantic type and Field of one feature; an omittable one defaults to None
+    (an explicit null is still refused unless the feature is nullable)."""
     common: dict[str, Any] = {"description": feature.description, "examples": [feature.example]}
     if feature.kind == "categorical":
         return Literal[feature.categories], Field(..., **common)
@@ -33,7 +34,7 @@ def _field(feature: schema.Feature) -> tuple[Any, Any]:
     }
     if feature.nullable:
         return float | None, Field(None, **number, **common)
-    return float, Field(..., **number, **common)
+    return float, Field(None if omittable else ..., **number, **common)
 
 
 def rule_branches() -> list[JsonValue]:
@@ -68,9 +69,12 @@ class _InstanceBase(BaseModel):
         json_schema_extra={"examples": [schema.EXAMPLE], "anyOf": rule_branches()},
     )
 
+    def _broken_rules(self) -> list[schema.Rule]:
+        return schema.rule_violations(self.__dict__)
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Any:
-        broken = schema.rule_violations(self.__dict__)
+        broken = self._broken_rules()
         if broken:
             columns = sorted({c for rule in broken for c in rule.columns}, key=_order)
             raise PydanticCustomError(
@@ -99,10 +103,41 @@ def _instance_model() -> type[BaseModel]:
     )
 
 
+class _PlanningInstanceBase(_InstanceBase):
+    def _broken_rules(self) -> list[schema.Rule]:
+        broken = super()._broken_rules()
+        if any(self.__dict__[t] is None for t in schema.TRAITS if t != "EMF"):
+            # No traits (planning) or some missing (refused, naming them): the rule
+            # tying EMF to the species is not what the client needs to hear.
+            broken = [r for r in broken if not set(r.columns) & set(schema.TRAITS)]
+        return broken
+
+
+def _planning_instance_model() -> type[BaseModel]:
+    # Traits may be omitted: an instance without any is answered by the planning model.
+    fields = {f.name: _field(f, omittable=f.trait) for f in schema.FEATURES}
+    return create_model(  # type: ignore[call-overload]
+        "PredictionInstance",
+        __base__=_PlanningInstanceBase,
+        __doc__=(
+            "One seedling: the five design fields, and either all five traits "
+            f"({', '.join(schema.TRAITS)}; EMF only for EMF species) for the full model, "
+            "or none of them for the planning model."
+        ),
+        **fields,
+    )
+
+
 if TYPE_CHECKING:
     Instance: TypeAlias = _InstanceBase
+    PredictionInstance: TypeAlias = _InstanceBase
 else:
     Instance = _instance_model()
+    PredictionInstance = _planning_instance_model()
+
+DESIGN_EXAMPLE: dict[str, Any] = {k: schema.EXAMPLE[k] for k in schema.DESIGN}
+Days = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+ModelName = Literal["full", "planning"]
 
 
 class PredictionRequest(BaseModel):
@@ -112,7 +147,56 @@ class PredictionRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"instances": [schema.EXAMPLE]}]}
     )
 
-    instances: list[Instance] = Field(..., min_length=1)
+    instances: list[PredictionInstance] = Field(..., min_length=1)
+    horizon_days: Days | None = Field(
+        None,
+        description="With it, death_probability is P(dead by this day) from the survival "
+        "model (0 to the study's follow-up, see GET /v1/model); without it, P(death during "
+        "the study) from the classifier.",
+        examples=[60],
+    )
+
+
+class SurvivalRequest(BaseModel):
+    """Seedlings and the days to give their survival probability on."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"instances": [schema.EXAMPLE], "horizons": [30, 60]}]},
+    )
+
+    instances: list[PredictionInstance] = Field(..., min_length=1)
+    horizons: list[Days] | None = Field(
+        None,
+        description="Days, strictly increasing, from 0 to the study's follow-up; "
+        "default: the bundle's grid up to the end of the study.",
+        examples=[[30, 60, 90]],
+    )
+
+
+class CompareRequest(BaseModel):
+    """One seedling and the field to vary: its risk under each option."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"instance": DESIGN_EXAMPLE, "vary": "Soil"}]},
+    )
+
+    instance: PredictionInstance
+    vary: str = Field(
+        description="The field to vary: a categorical one goes over all its categories, "
+        "a numeric one over `values` or `steps` points of the observed range.",
+        examples=["Soil"],
+    )
+    values: list[Any] | None = Field(
+        None, description="The values to try (default: all categories / an even grid)."
+    )
+    steps: int | None = Field(
+        None, description="Grid points for a numeric field (default 11).", examples=[11]
+    )
+    horizon_days: Days | None = Field(
+        None, description="Risk = P(dead by this day) from the survival model.", examples=[60]
+    )
 
 
 class Prediction(BaseModel):
@@ -125,7 +209,45 @@ class Prediction(BaseModel):
 
 class PredictionResponse(BaseModel):
     model_version: str
+    model: ModelName = Field(
+        "full", description="full: all ten inputs; planning: design fields only (no traits)."
+    )
+    horizon_days: float | None = None
     predictions: list[Prediction]
+
+
+class SurvivalPoint(BaseModel):
+    day: float
+    survival_probability: float
+
+
+class SurvivalPrediction(BaseModel):
+    survival: list[SurvivalPoint] = Field(description="P(alive on each day), non-increasing.")
+    median_survival_days: float | None = Field(
+        description="First day with P(alive) <= 0.5; null if beyond the study's follow-up."
+    )
+
+
+class SurvivalResponse(BaseModel):
+    model_version: str
+    model: ModelName
+    predictions: list[SurvivalPrediction]
+
+
+class Variant(BaseModel):
+    value: Any
+    death_probability: float | None = Field(description="null when the variant breaks a rule")
+    best: bool = False
+    error: str | None = None
+
+
+class CompareResponse(BaseModel):
+    model_version: str
+    model: ModelName
+    vary: str
+    horizon_days: float | None
+    best: Any = Field(description="The value with the lowest death probability.")
+    variants: list[Variant]
 
 
 class LegacyResponse(BaseModel):

@@ -14,12 +14,13 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from treesurv.bundle import MANIFEST, Bundle, BundleError, load_verified
-from treesurv.predictor import FastPredictor
+from treesurv.bundle import MANIFEST, VARIANTS, Bundle, BundleError, load_verified
+from treesurv.predictor import FastPredictor, SurvivalPredictor
 from treesurv.serving.metrics import Metrics
 
 log = logging.getLogger("treesurv.serving")
@@ -39,12 +40,19 @@ def fingerprint(model_dir: Path) -> Fingerprint | None:
 
 @dataclass(frozen=True)
 class Served:
-    """A verified bundle and its warmed-up predictor."""
+    """A verified bundle and its warmed-up predictors: the full classifier, and
+    whichever of the planning classifier and the survival models (full, planning)
+    the bundle holds. All come from one verified read and are swapped together."""
 
     bundle: Bundle
     predictor: FastPredictor
     fingerprint: Fingerprint | None
     loaded_at: float
+    classifiers: Mapping[str, FastPredictor] = field(default_factory=dict)
+    survival: Mapping[str, SurvivalPredictor] = field(default_factory=dict)
+
+    def classifier(self, variant: str) -> FastPredictor | None:
+        return self.predictor if variant == "full" else self.classifiers.get(variant)
 
     @property
     def name(self) -> str:
@@ -57,6 +65,21 @@ class Served:
     @property
     def digest(self) -> str:
         return str(self.bundle.manifest.get("digest"))
+
+
+def load_submodels(
+    bundle: Bundle,
+) -> tuple[dict[str, FastPredictor], dict[str, SurvivalPredictor]]:
+    """The planning classifier and the survival models the bundle lists, warmed up."""
+    classifiers = {
+        v: FastPredictor(bundle.classifier(v))
+        for v in VARIANTS
+        if v != "full" and bundle.has(v, "classifier")
+    }
+    survival = {
+        v: SurvivalPredictor(bundle.survival(v)) for v in VARIANTS if bundle.has(v, "survival")
+    }
+    return classifiers, survival
 
 
 @dataclass(frozen=True)
@@ -100,12 +123,13 @@ class ModelState:
                     self._failed = None
                     return ReloadOutcome("unchanged", self.current, prev_version)
                 predictor = FastPredictor(compiled)  # compiles and warms up now
+                classifiers, survival = load_submodels(bundle)
             except BundleError as exc:
                 return self._refused(str(exc), seen, previous, prev_version)
             except Exception as exc:  # a bundle that verifies but cannot run
                 reason = f"{self.model_dir}: cannot load: {exc!r}"
                 return self._refused(reason, seen, previous, prev_version)
-            served = Served(bundle, predictor, seen, time.time())
+            served = Served(bundle, predictor, seen, time.time(), classifiers, survival)
             self.current = served  # the atomic swap: one reference assignment
             self.last_error = None
             self._failed = None

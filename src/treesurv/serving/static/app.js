@@ -1,0 +1,251 @@
+// The treesurv page: builds its form from /ui/form.json (generated from
+// treesurv.schema), calls the API and draws the charts as inline SVG.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+let spec = null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, text = "") {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function svg(tag, attrs = {}, text = "") {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== "") node.textContent = text;
+  return node;
+}
+
+function fieldInput(f) {
+  const wrap = el("div", { class: "field", id: `field-${f.name}` });
+  const label = el("label", { for: f.name }, f.name.replace("_", " ") + " ");
+  if (f.unit) label.append(el("span", { class: "unit" }, `(${f.unit})`));
+  wrap.append(label);
+  let input;
+  if (f.type === "string") {
+    input = el("select", { id: f.name, name: f.name });
+    for (const c of f.categories) input.append(el("option", { value: c }, c));
+  } else {
+    input = el("input", {
+      id: f.name, name: f.name, type: "number", step: "any",
+      min: f.minimum, max: f.maximum, inputmode: "decimal",
+    });
+  }
+  input.title = f.description;
+  wrap.append(input, el("span", { class: "hint" }, f.description));
+  wrap.append(el("span", { class: "error", id: `err-${f.name}`, role: "alert" }));
+  return wrap;
+}
+
+function traitsKnown() { return $("traits-known").checked; }
+
+// Sterile and Conspecific follow Species and Soil; EMF exists only for EMF species.
+function applyRules() {
+  const species = $("Species").value, soil = $("Soil").value;
+  const implied = spec.implied_values[species][soil];
+  for (const [name, value] of Object.entries(implied)) $(name).value = value;
+  const emf = $("EMF");
+  const amf = spec.species_myco[species] === "AMF";
+  emf.disabled = amf || !traitsKnown();
+  if (amf) emf.value = "";
+  for (const t of spec.traits) {
+    if (t !== "EMF") $(t).disabled = !traitsKnown();
+  }
+  fillVaryOptions();
+}
+
+function fillVaryOptions() {
+  const vary = $("vary"), keep = vary.value;
+  vary.replaceChildren();
+  for (const f of spec.features) {
+    if (spec.implied.includes(f.name)) continue;
+    if (!traitsKnown() && f.trait) continue;
+    vary.append(el("option", { value: f.name }, f.name.replace("_", " ")));
+  }
+  if ([...vary.options].some((o) => o.value === keep)) vary.value = keep;
+  else if ([...vary.options].some((o) => o.value === "Soil")) vary.value = "Soil";
+}
+
+function instance() {
+  const out = {};
+  for (const f of spec.features) {
+    if (f.trait && !traitsKnown()) continue;
+    const input = $(f.name);
+    if (f.type === "string") out[f.name] = input.value;
+    else if (input.value.trim() === "") { if (!f.nullable) out[f.name] = null; }
+    else out[f.name] = Number(input.value);
+  }
+  if (traitsKnown() && spec.species_myco[out.Species] === "AMF") delete out.EMF;
+  return out;
+}
+
+function clearErrors() {
+  for (const node of document.querySelectorAll(".error")) node.textContent = "";
+  for (const node of document.querySelectorAll(".invalid")) node.classList.remove("invalid");
+}
+
+// Each 422 item names its field ("instances[0].AMF", "instance.Species+EMF",
+// "horizon_days"): the message goes next to that field, else under the form.
+function showErrors(detail) {
+  if (!Array.isArray(detail)) { $("form-error").textContent = String(detail); return; }
+  for (const item of detail) {
+    const last = item.field.split(".").pop().replace(/\[\d+\]$/, "");
+    const names = last.split("+");
+    let shown = false;
+    for (const name of names) {
+      const slot = $(`err-${name}`);
+      if (slot) {
+        slot.textContent = item.msg;
+        const input = $(name === "horizon_days" ? "horizon" : name);
+        if (input) input.classList.add("invalid");
+        shown = true;
+      }
+    }
+    if (!shown) $("form-error").textContent += item.msg + " ";
+  }
+}
+
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
+  if (!r.ok) { showErrors(data.detail ?? `HTTP ${r.status}`); return null; }
+  return data;
+}
+
+function horizon() {
+  const v = $("horizon").value.trim();
+  return v === "" ? null : Number(v);
+}
+
+const MODEL_TEXT = {
+  full: "full model (all ten inputs)",
+  planning: "planning model (design fields only, traits unknown)",
+};
+
+async function predict(event) {
+  event.preventDefault();
+  clearErrors();
+  const inst = instance(), h = horizon();
+  const body = { instances: [inst] };
+  if (h !== null) body.horizon_days = h;
+  const pred = await post("/v1/predictions", body);
+  if (!pred) { $("result").hidden = true; return; }  // no stale answer beside an error
+  const p = pred.predictions[0].death_probability;
+  $("result").hidden = false;
+  $("probability").textContent = `${(100 * p).toFixed(1)} %`;
+  $("answer-by").textContent = (h === null ? "during the study" : `by day ${h}`) +
+    ` · ${MODEL_TEXT[pred.model]} · version ${pred.model_version}`;
+  $("model-version").textContent = pred.model_version;
+  const surv = await post("/v1/survival", { instances: [inst] });
+  if (!surv) return;
+  const curve = surv.predictions[0];
+  drawSurvival(curve.survival, h);
+  $("median").textContent = curve.median_survival_days === null
+    ? "More than half such seedlings are alive at the end of the study."
+    : `Median survival: day ${curve.median_survival_days}.`;
+}
+
+function drawSurvival(points, mark) {
+  const W = 360, H = 230, L = 40, R = 10, T = 10, B = 40;
+  const maxDay = spec.model.max_days;
+  const x = (d) => L + (d / maxDay) * (W - L - R);
+  const y = (s) => T + (1 - s) * (H - T - B);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": "survival probability by day", id: "survival-svg" });
+  root.append(svg("line", { class: "axis", x1: L, y1: y(0), x2: W - R, y2: y(0) }));
+  root.append(svg("line", { class: "axis", x1: L, y1: y(0), x2: L, y2: y(1) }));
+  for (const s of [0, 0.5, 1]) {
+    root.append(svg("text", { x: L - 6, y: y(s) + 4, "text-anchor": "end" }, s.toFixed(1)));
+  }
+  for (let d = 0; d <= maxDay; d += 20) {
+    root.append(svg("text", { x: x(d), y: H - 24, "text-anchor": "middle" }, d));
+  }
+  root.append(svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, "days since planting"));
+  // A step function: S keeps its value until the next day.
+  let path = `M${x(0)},${y(1)}`;
+  for (const pt of points) path += ` H${x(pt.day)} V${y(pt.survival_probability)}`;
+  path += ` H${x(maxDay)}`;
+  root.append(svg("path", { class: "curve", d: path }));
+  for (const pt of points) {
+    const dot = svg("circle", { cx: x(pt.day), cy: y(pt.survival_probability), r: 3,
+      fill: "currentColor" });
+    dot.append(svg("title", {}, `day ${pt.day}: ${(100 * pt.survival_probability).toFixed(1)} % alive`));
+    root.append(dot);
+  }
+  if (mark !== null && mark <= maxDay) {
+    root.append(svg("line", { class: "axis", x1: x(mark), x2: x(mark), y1: y(0), y2: y(1),
+      "stroke-dasharray": "4 3" }));
+  }
+  $("survival-chart").replaceChildren(root);
+}
+
+async function compare() {
+  clearErrors();
+  const body = { instance: instance(), vary: $("vary").value };
+  const h = horizon();
+  if (h !== null) body.horizon_days = h;
+  const res = await post("/v1/compare", body);
+  if (!res) return;
+  drawBars(res);
+  const best = res.variants.find((v) => v.best);
+  $("best").textContent = best
+    ? `Lowest risk: ${res.vary} = ${best.value} (${(100 * best.death_probability).toFixed(1)} %)` +
+      ` · ${MODEL_TEXT[res.model]}`
+    : "No variant could be scored.";
+}
+
+function drawBars(res) {
+  const rowH = 24, L = 150, W = 360, R = 50;
+  const H = res.variants.length * rowH + 10;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", id: "compare-svg",
+    "aria-label": `death probability by ${res.vary}` });
+  res.variants.forEach((v, i) => {
+    const top = 5 + i * rowH;
+    root.append(svg("text", { x: L - 6, y: top + 15, "text-anchor": "end" }, String(v.value)));
+    if (v.death_probability === null) {
+      root.append(svg("text", { x: L, y: top + 15 }, "not possible"));
+      return;
+    }
+    const bar = svg("rect", { class: v.best ? "bar best" : "bar", x: L, y: top + 3,
+      width: Math.max(1, v.death_probability * (W - L - R)), height: rowH - 8 });
+    bar.append(svg("title", {}, v.error ?? `${(100 * v.death_probability).toFixed(1)} %`));
+    root.append(bar);
+    root.append(svg("text", { x: L + v.death_probability * (W - L - R) + 4, y: top + 15 },
+      `${(100 * v.death_probability).toFixed(1)} %`));
+  });
+  $("compare-chart").replaceChildren(root);
+}
+
+async function start() {
+  spec = await (await fetch("/ui/form.json")).json();
+  for (const f of spec.features) {
+    const box = f.trait ? $("trait-fields") : $("design");
+    box.append(fieldInput(f));
+    const v = spec.example[f.name];
+    if (v !== null && v !== undefined) $(f.name).value = v;
+  }
+  const rules = el("p", { class: "hint" }, spec.rules.map((r) => r.message).join(". ") + ".");
+  $("design").append(rules);
+  if (spec.model) {
+    $("model-version").textContent = spec.model.version;
+    $("horizon").max = spec.model.max_days ?? "";
+  }
+  $("Species").addEventListener("change", applyRules);
+  $("Soil").addEventListener("change", applyRules);
+  $("traits-known").addEventListener("change", applyRules);
+  $("seedling").addEventListener("submit", predict);
+  $("compare").addEventListener("click", compare);
+  applyRules();
+  document.body.dataset.ready = "true";
+}
+
+start().catch((err) => { $("form-error").textContent = `The page could not start: ${err}`; });

@@ -1,0 +1,296 @@
+"""Survival curves, planning routing, death by a horizon and what-if comparisons,
+against a real four-model bundle; answers are checked against the compiled models."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import ClientFactory, instances
+from treesurv import schema
+from treesurv.bundle import read_bundle
+from treesurv.predictor import FastPredictor, SurvivalPredictor
+from treesurv.serving.schemas import DESIGN_EXAMPLE
+from treesurv.serving.variants import MAX_HORIZONS
+
+ACER = {**DESIGN_EXAMPLE, "Species": "Acer saccharum"}
+
+
+@pytest.fixture(scope="module")
+def models(bundle_four: Path) -> dict[str, Any]:
+    b = read_bundle(bundle_four)
+    return {
+        "max_days": b.survival("full").max_days,
+        "full": FastPredictor(b.classifier("full")),
+        "planning": FastPredictor(b.classifier("planning")),
+        "surv_full": SurvivalPredictor(b.survival("full")),
+        "surv_planning": SurvivalPredictor(b.survival("planning")),
+    }
+
+
+@pytest.fixture
+def four(make_client: ClientFactory, bundle_four: Path) -> TestClient:
+    return make_client(bundle_four)  # type: ignore[no-any-return]
+
+
+def post(client: TestClient, path: str, body: Any, status: int = 200) -> Any:
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def fields(detail: list[dict[str, Any]]) -> list[str]:
+    return [d["field"] for d in detail]
+
+
+def test_survival_curves_in_input_order(
+    four: TestClient, models: dict[str, Any], study: pd.DataFrame
+) -> None:
+    rows = instances(study.sample(25, random_state=3))
+    days = [0, 10, 30.5, 60, 90, models["max_days"]]
+    body = post(four, "/v1/survival", {"instances": rows, "horizons": days})
+    assert body["model"] == "full" and body["model_version"] == "3.0.0"
+    expected = models["surv_full"].survival_at(rows, days)
+    medians = models["surv_full"].median_survival_days(rows)
+    for i, pred in enumerate(body["predictions"]):
+        assert [p["day"] for p in pred["survival"]] == days
+        got = [p["survival_probability"] for p in pred["survival"]]
+        np.testing.assert_allclose(got, expected[i], atol=1e-12)
+        assert got[0] == 1.0 and all(a >= b for a, b in itertools.pairwise(got))
+        m = medians[i]
+        assert pred["median_survival_days"] == (None if np.isnan(m) else m)
+    # A different seedling order gives the same answers, reordered.
+    again = post(four, "/v1/survival", {"instances": rows[::-1], "horizons": days})
+    assert again["predictions"] == body["predictions"][::-1]
+
+
+def test_default_days_stay_within_the_follow_up(four: TestClient, models: dict[str, Any]) -> None:
+    body = post(four, "/v1/survival", {"instances": [schema.EXAMPLE]})
+    days = [p["day"] for p in body["predictions"][0]["survival"]]
+    assert len(days) >= 5 and days == sorted(days) and days[-1] == models["max_days"]
+
+
+def test_planning_model_answers_when_all_traits_are_omitted(
+    four: TestClient, models: dict[str, Any], study: pd.DataFrame
+) -> None:
+    rows = [{k: r[k] for k in schema.DESIGN} for r in instances(study.head(12))]
+    body = post(four, "/v1/predictions", {"instances": rows})
+    assert body["model"] == "planning"
+    got = [p["death_probability"] for p in body["predictions"]]
+    np.testing.assert_allclose(got, models["planning"].predict_rows(rows), atol=1e-12)
+    assert not np.allclose(got, models["full"].predict_rows(instances(study.head(12))))
+    full = post(four, "/v1/predictions", {"instances": [schema.EXAMPLE]})
+    assert full["model"] == "full"
+    assert full["predictions"][0]["death_probability"] == pytest.approx(
+        models["full"].predict_one(schema.EXAMPLE), abs=1e-12
+    )
+    surv = post(four, "/v1/survival", {"instances": rows[:2], "horizons": [40]})
+    assert surv["model"] == "planning"
+    expected = models["surv_planning"].survival_at(rows[:2], [40])[:, 0]
+    got_s = [p["survival"][0]["survival_probability"] for p in surv["predictions"]]
+    np.testing.assert_allclose(got_s, expected, atol=1e-12)
+
+
+def test_horizon_days_gives_death_by_that_day(four: TestClient, models: dict[str, Any]) -> None:
+    plain = post(four, "/v1/predictions", {"instances": [schema.EXAMPLE]})
+    assert "horizon_days" not in plain  # unchanged without it
+    for inst, kind in ((schema.EXAMPLE, "full"), (DESIGN_EXAMPLE, "planning")):
+        body = post(four, "/v1/predictions", {"instances": [inst], "horizon_days": 45})
+        assert body["model"] == kind and body["horizon_days"] == 45
+        p = body["predictions"][0]
+        s = models[f"surv_{kind}"].survival_at([inst], [45])[0, 0]
+        assert p["death_probability"] == pytest.approx(1 - s, abs=1e-12)
+        assert p["survival_probability"] == pytest.approx(s, abs=1e-12)
+    late = post(four, "/v1/predictions", {"instances": [schema.EXAMPLE], "horizon_days": 100})
+    early = post(four, "/v1/predictions", {"instances": [schema.EXAMPLE], "horizon_days": 20})
+    assert (
+        late["predictions"][0]["death_probability"] >= early["predictions"][0]["death_probability"]
+    )
+
+
+def test_partial_traits_are_refused_naming_the_missing_ones(four: TestClient) -> None:
+    detail = post(four, "/v1/predictions", {"instances": [{**ACER, "AMF": 20.0}]}, 422)["detail"]
+    assert fields(detail) == [f"instances[0].{t}" for t in ("Phenolics", "Lignin", "NSC")]
+    assert all("planning model" in d["msg"] for d in detail)
+    oak = {**DESIGN_EXAMPLE, "NSC": 10.0}
+    detail = post(four, "/v1/survival", {"instances": [oak]}, 422)["detail"]
+    assert fields(detail) == [f"instances[0].{t}" for t in ("AMF", "EMF", "Phenolics", "Lignin")]
+    # Explicit nulls are not omissions.
+    detail = post(four, "/v1/predictions", {"instances": [{**ACER, "AMF": None}]}, 422)["detail"]
+    assert fields(detail) == ["instances[0].AMF"] and "not a number" in detail[0]["msg"]
+
+
+def test_a_batch_is_answered_by_one_model(four: TestClient) -> None:
+    body = {"instances": [schema.EXAMPLE, DESIGN_EXAMPLE, schema.EXAMPLE]}
+    [d] = post(four, "/v1/predictions", body, 422)["detail"]
+    assert d["field"] == "instances[1]" and d["type"] == "mixed_models"
+    assert "separate requests" in d["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("horizons", "field", "words"),
+    [
+        ([-1], "horizons[0]", "negative"),
+        ([10, 500], "horizons[1]", "beyond the study's follow-up"),
+        ([30, 20], "horizons[1]", "strictly increasing"),
+        ([30, 30], "horizons[1]", "strictly increasing"),
+        (["60"], "horizons[0]", "not allowed"),
+        ([], "horizons", "at least one day"),
+        (list(range(MAX_HORIZONS + 1)), "horizons", f"at most {MAX_HORIZONS}"),
+    ],
+)
+def test_invalid_horizons(four: TestClient, horizons: list[Any], field: str, words: str) -> None:
+    detail = post(four, "/v1/survival", {"instances": [schema.EXAMPLE], "horizons": horizons}, 422)
+    item = detail["detail"][0]
+    assert item["field"] == field and words in item["msg"]
+    assert item["allowed"]
+
+
+def test_the_follow_up_limit_comes_from_the_bundle(
+    four: TestClient, models: dict[str, Any]
+) -> None:
+    top = models["max_days"]
+    assert post(four, "/v1/survival", {"instances": [schema.EXAMPLE], "horizons": [top]})
+    [d] = post(
+        four, "/v1/predictions", {"instances": [schema.EXAMPLE], "horizon_days": top + 0.5}, 422
+    )["detail"]
+    assert d["field"] == "horizon_days" and f"from 0 to {top:g}" in d["allowed"]
+
+
+def test_compare_soils_with_the_planning_model(four: TestClient, models: dict[str, Any]) -> None:
+    body = post(four, "/v1/compare", {"instance": DESIGN_EXAMPLE, "vary": "Soil"})
+    assert body["model"] == "planning" and body["vary"] == "Soil"
+    assert [v["value"] for v in body["variants"]] == list(schema.SOIL_SOURCES)
+    rows = []
+    for soil in schema.SOIL_SOURCES:  # Sterile and Conspecific follow the soil
+        rows.append(
+            {**DESIGN_EXAMPLE, "Soil": soil, **schema.implied_values("Quercus rubra", soil)}
+        )
+    expected = models["planning"].predict_rows(rows)
+    got = [v["death_probability"] for v in body["variants"]]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    best = int(np.argmin(expected))
+    assert body["best"] == schema.SOIL_SOURCES[best]
+    assert [v["best"] for v in body["variants"]] == [i == best for i in range(len(rows))]
+
+
+def test_compare_light_over_a_grid_and_values(four: TestClient, models: dict[str, Any]) -> None:
+    body = post(
+        four,
+        "/v1/compare",
+        {"instance": DESIGN_EXAMPLE, "vary": "Light_ISF", "steps": 5, "horizon_days": 60},
+    )
+    values = [v["value"] for v in body["variants"]]
+    assert len(values) == 5 and values == sorted(values)
+    assert 0 <= values[0] < values[-1] <= 1 and body["horizon_days"] == 60
+    rows = [{**DESIGN_EXAMPLE, "Light_ISF": v} for v in values]
+    expected = 1 - models["surv_planning"].survival_at(rows, [60])[:, 0]
+    np.testing.assert_allclose([v["death_probability"] for v in body["variants"]], expected)
+    chosen = post(
+        four,
+        "/v1/compare",
+        {"instance": schema.EXAMPLE, "vary": "Light_ISF", "values": [0.05, 0.1]},
+    )
+    assert chosen["model"] == "full" and [v["value"] for v in chosen["variants"]] == [0.05, 0.1]
+
+
+def test_compare_reports_variants_that_break_a_rule(four: TestClient) -> None:
+    # With traits given, an oak's EMF makes the AMF species impossible variants.
+    body = post(four, "/v1/compare", {"instance": schema.EXAMPLE, "vary": "Species"})
+    by = {v["value"]: v for v in body["variants"]}
+    assert by["Acer saccharum"]["death_probability"] is None
+    assert "EMF" in by["Acer saccharum"]["error"]
+    assert by["Quercus alba"]["death_probability"] is not None
+    assert body["best"] in ("Quercus alba", "Quercus rubra")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"vary": "AMF"}, "vary", "one of Species, Light_ISF, Soil"),
+        ({"vary": "Sterile"}, "vary", "cannot be varied"),
+        ({"vary": "Soil", "values": ["Oak"]}, "values[0]", "not a possible Soil"),
+        ({"vary": "Light_ISF", "values": [2.0]}, "values[0]", "from 0 to 1"),
+        ({"vary": "Light_ISF", "steps": 1}, "steps", "from 2 to"),
+        ({"vary": "Soil", "horizon_days": -3}, "horizon_days", "negative"),
+        ({"vary": "Soil", "colour": 1}, "colour", "allowed are instance, vary"),
+    ],
+)
+def test_invalid_compare(four: TestClient, changes: dict[str, Any], field: str, words: str) -> None:
+    detail = post(four, "/v1/compare", {"instance": DESIGN_EXAMPLE, **changes}, 422)["detail"]
+    assert detail[0]["field"] == field and words in detail[0]["msg"] + detail[0]["allowed"]
+
+
+def test_a_bundle_without_survival_or_planning_models(client: TestClient) -> None:
+    r = client.post("/v1/survival", json={"instances": [schema.EXAMPLE]})
+    assert r.status_code == 501 and "no full survival model" in r.json()["detail"]
+    # Without a planning model the traits stay required, as before.
+    detail = post(client, "/v1/predictions", {"instances": [DESIGN_EXAMPLE]}, 422)["detail"]
+    assert {d["field"] for d in detail} == {
+        f"instances[0].{t}" for t in ("AMF", "Phenolics", "Lignin", "NSC")
+    }
+    assert post(client, "/v1/predictions", {"instances": [schema.EXAMPLE]})["model"] == "full"
+
+
+def test_openapi_documents_the_new_routes(four: TestClient) -> None:
+    spec = four.get("/openapi.json").json()
+    for path in ("/v1/survival", "/v1/compare", "/v1/predictions"):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert content["examples"]
+        name = content["schema"]["$ref"].rsplit("/", 1)[1]
+        assert name in spec["components"]["schemas"]
+    props = spec["components"]["schemas"]["PredictionRequest"]["properties"]
+    assert "horizon_days" in props
+    for example in spec["paths"]["/v1/compare"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["examples"].values():
+        assert four.post("/v1/compare", json=example["value"]).status_code == 200
+
+
+def test_page_and_its_form_description(four: TestClient, models: dict[str, Any]) -> None:
+    page = four.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/ui/app.js">' in page.text and "http" not in page.text.split("<body>")[0]
+    for asset, kind in (("app.js", "javascript"), ("style.css", "css")):
+        r = four.get(f"/ui/{asset}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+    assert four.get("/ui/secrets.txt").status_code == 404
+    form = four.get("/ui/form.json").json()
+    assert form["features"] == schema.schema_document()["features"]
+    assert form["traits"] == list(schema.TRAITS)
+    assert form["implied_values"]["Quercus alba"]["Sterile"] == {
+        "Sterile": "Sterile",
+        "Conspecific": "Sterilized",
+    }
+    assert form["model"]["max_days"] == models["max_days"] and form["model"]["planning"]
+    assert four.get("/ui/model-card").text.startswith("# Test model 3.0.0")
+
+
+def test_a_reload_swaps_all_four_models_together(
+    make_client: ClientFactory, bundle_four: Path, bundle_v1: Path, tmp_path: Path
+) -> None:
+    from tests.api.conftest import API_KEY
+    from tests.api.test_reload import place
+
+    model_dir = tmp_path / "served"
+    place(bundle_v1, model_dir)
+    client = make_client(model_dir)
+    assert client.post("/v1/survival", json={"instances": [schema.EXAMPLE]}).status_code == 501
+    place(bundle_four, model_dir)
+    r = client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200 and r.json()["model_version"] == "3.0.0"
+    served = client.app.state.model.current  # type: ignore[attr-defined]
+    assert set(served.survival) == {"full", "planning"} and served.classifier("planning")
+    body = post(client, "/v1/survival", {"instances": [DESIGN_EXAMPLE], "horizons": [30]})
+    assert body["model"] == "planning" and body["model_version"] == "3.0.0"
+    # Back to the classifier-only bundle: its lack of the other models comes with it.
+    place(bundle_v1, model_dir)
+    assert client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert client.post("/v1/survival", json={"instances": [schema.EXAMPLE]}).status_code == 501
+    post(client, "/v1/predictions", {"instances": [DESIGN_EXAMPLE]}, 422)
