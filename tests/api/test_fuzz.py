@@ -31,8 +31,8 @@ MIN_CASES = 2000
 
 
 @pytest.mark.slow
-def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(bundle_v1: Path) -> None:
-    report = fuzz.run(bundle_v1, EXAMPLES)
+def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(bundle_four: Path) -> None:
+    report = fuzz.run(bundle_four, EXAMPLES)
     summary = report.summary()
     assert report.findings == [], "\n\n".join(report.findings[:5])
     assert report.server_errors == 0

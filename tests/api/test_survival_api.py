@@ -138,8 +138,8 @@ def test_a_batch_is_answered_by_one_model(four: TestClient) -> None:
     [
         ([-1], "horizons[0]", "negative"),
         ([10, 500], "horizons[1]", "beyond the study's follow-up"),
-        ([30, 20], "horizons[1]", "strictly increasing"),
-        ([30, 30], "horizons[1]", "strictly increasing"),
+        ([30, 20, 30], "horizons[2]", "given twice"),
+        ([30.0, 30], "horizons[1]", "given twice"),
         (["60"], "horizons[0]", "not allowed"),
         ([], "horizons", "at least one day"),
         (list(range(MAX_HORIZONS + 1)), "horizons", f"at most {MAX_HORIZONS}"),
@@ -150,6 +150,26 @@ def test_invalid_horizons(four: TestClient, horizons: list[Any], field: str, wor
     item = detail["detail"][0]
     assert item["field"] == field and words in item["msg"]
     assert item["allowed"]
+
+
+def test_horizons_in_any_order_are_answered_by_day(four: TestClient) -> None:
+    body = {"instances": [schema.EXAMPLE], "horizons": [90, 15, 60]}
+    [curve] = post(four, "/v1/survival", body)["predictions"]
+    days = [p["day"] for p in curve["survival"]]
+    assert days == [15.0, 60.0, 90.0]
+    sorted_body = {**body, "horizons": [15, 60, 90]}
+    assert post(four, "/v1/survival", sorted_body)["predictions"] == [curve]
+
+
+def test_the_openapi_document_states_the_bundle_limits(
+    four: TestClient, models: dict[str, Any]
+) -> None:
+    spec = four.get("/openapi.json").json()["components"]["schemas"]
+    horizons = spec["SurvivalRequest"]["properties"]["horizons"]["anyOf"][0]
+    assert horizons["items"] == {"type": "number", "minimum": 0, "maximum": models["max_days"]}
+    assert horizons["uniqueItems"] is True and horizons["maxItems"] == MAX_HORIZONS
+    varied = {b["properties"]["vary"]["const"] for b in spec["CompareRequest"]["anyOf"]}
+    assert varied == set(schema.FEATURE_NAMES) - set(schema.IMPLIED)
 
 
 def test_the_follow_up_limit_comes_from_the_bundle(

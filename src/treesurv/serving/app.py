@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
-from treesurv.serving import errors, jit, oip, routes, survival_routes, web
+from treesurv.serving import errors, jit, oip, routes, survival_routes, variants, web
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, Instrument, SecurityHeaders
 from treesurv.serving.schemas import Instance, PredictionRequest
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model = state
+    app.state.openapi_max_days = None
     app.include_router(routes.hot)
     app.include_router(routes.router)
     app.include_router(oip.router)
@@ -84,8 +85,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return routes._json({"detail": items}, 422)
 
+    def served_max_days() -> float | None:
+        served = state.current
+        if served is None or not served.survival:
+            return None
+        return min(model.max_days for model in served.survival.values())
+
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        # The horizons' upper bound comes from the served bundle: rebuilt after a
+        # reload that changes it.
+        max_days = served_max_days()
+        if app.openapi_schema is None or app.state.openapi_max_days != max_days:
             spec = get_openapi(
                 title=app.title,
                 version=app.version,
@@ -98,9 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(doc.pop("$defs", {}))
                 schemas[model.__name__] = doc
-            # The batch limit is a setting, so it is added to the schema here.
-            schemas["PredictionRequest"]["properties"]["instances"]["maxItems"] = settings.max_batch
+            # The limits are settings or come from the bundle, so they are added here.
+            for name in ("PredictionRequest", "SurvivalRequest"):
+                schemas[name]["properties"]["instances"]["maxItems"] = settings.max_batch
+            day: dict[str, Any] = {"minimum": 0}
+            if max_days is not None:
+                day["maximum"] = max_days
+            for name in ("PredictionRequest", "CompareRequest"):
+                _non_null(schemas[name]["properties"]["horizon_days"]).update(day)
+            horizons = _non_null(schemas["SurvivalRequest"]["properties"]["horizons"])
+            horizons.update(minItems=1, maxItems=variants.MAX_HORIZONS, uniqueItems=True)
+            horizons["items"].update(day)
             app.openapi_schema = spec
+            app.state.openapi_max_days = max_days
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -117,3 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(Instrument, metrics=metrics)
     return app
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of an optional property's JSON Schema."""
+    return next(b for b in prop.get("anyOf", [prop]) if b.get("type") != "null")

@@ -118,7 +118,7 @@ def describe(
     elif name in DAY_FIELDS and kind in NUMBER_PROBLEMS | RANGE_PROBLEMS | {"list_type"}:
         allowed = "a number of days from 0 to the study's follow-up (see GET /v1/model)"
         if name == "horizons":
-            allowed = "a list of such numbers, strictly increasing: " + allowed
+            allowed = "a list of such numbers, each once: " + allowed
         msg = f"{field}: {shown!r} is not allowed; must be {allowed}"
     elif kind in {"too_short", "too_long"} or (kind == "list_type" and name == "instances"):
         upper = max_batch if max_batch is not None else ctx.get("max_length", "the maximum")

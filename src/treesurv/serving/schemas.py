@@ -37,28 +37,43 @@ def _field(feature: schema.Feature, omittable: bool = False) -> tuple[Any, Any]:
     return float, Field(None if omittable else ..., **number, **common)
 
 
-def rule_branches() -> list[JsonValue]:
+# Traits every full-model instance gives; EMF follows the species (a schema rule).
+REQUIRED_TRAITS = tuple(t for t in schema.TRAITS if not schema.FEATURES_BY_NAME[t].nullable)
+# Trait presence as JSON Schema: all required traits given (full model) or none (planning).
+FULL_MODE: JsonDict = {"required": list(REQUIRED_TRAITS)}
+PLANNING_MODE: JsonDict = {"not": {"anyOf": [{"required": [t]} for t in REQUIRED_TRAITS]}}
+
+
+def rule_branches(planning: bool = False) -> list[JsonValue]:
     """The cross-field rules as JSON Schema: one branch per Species x Soil pair, fixing
     what the rules imply (Sterile, Conspecific, whether EMF is given). The OpenAPI
     document thus says exactly which instances are valid, so generated clients and
-    schema-driven fuzzers (schemathesis) see the same rules as `rule_violations`."""
+    schema-driven fuzzers (schemathesis) see the same rules as `rule_violations`.
+
+    With `planning`, each pair has two branches: all traits given (full model) or
+    none of them (planning model, where EMF is absent too)."""
     non_sterile = next(s for s in schema.STERILE if s != "Sterile")
     branches: list[JsonValue] = []
     for species in schema.SPECIES:
         amf = schema.SPECIES_MYCO[species] == "AMF"
         for soil in schema.SOIL_SOURCES:
-            branch: JsonDict = {
-                "properties": {
-                    "Species": {"const": species},
-                    "Soil": {"const": soil},
-                    "Sterile": {"const": "Sterile" if soil == "Sterile" else non_sterile},
-                    "Conspecific": {"const": schema.expected_conspecific(species, soil)},
-                    "EMF": {"type": "null"} if amf else {"type": "number"},
-                }
+            design: dict[str, JsonValue] = {
+                "Species": {"const": species},
+                "Soil": {"const": soil},
+                "Sterile": {"const": "Sterile" if soil == "Sterile" else non_sterile},
+                "Conspecific": {"const": schema.expected_conspecific(species, soil)},
+            }
+            full: JsonDict = {
+                "properties": {**design, "EMF": {"type": "null"} if amf else {"type": "number"}}
             }
             if not amf:
-                branch["required"] = ["EMF"]
-            branches.append(branch)
+                full["required"] = ["EMF"]
+            if not planning:
+                branches.append(full)
+                continue
+            full["required"] = [*REQUIRED_TRAITS, *full.get("required", [])]  # type: ignore[misc]
+            branches.append(full)
+            branches.append({"properties": {**design, "EMF": {"type": "null"}}, **PLANNING_MODE})
     return branches
 
 
@@ -104,6 +119,13 @@ def _instance_model() -> type[BaseModel]:
 
 
 class _PlanningInstanceBase(_InstanceBase):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [schema.EXAMPLE],
+            "anyOf": rule_branches(planning=True),
+        }
+    )
+
     def _broken_rules(self) -> list[schema.Rule]:
         broken = super()._broken_rules()
         if any(self.__dict__[t] is None for t in schema.TRAITS if t != "EMF"):
@@ -135,6 +157,41 @@ else:
     Instance = _instance_model()
     PredictionInstance = _planning_instance_model()
 
+MAX_VARIANTS = 50  # values of one what-if
+
+
+def _value_schema(feature: schema.Feature) -> JsonDict:
+    if feature.kind == "categorical":
+        return {"enum": list(feature.categories)}
+    return {"type": "number", "minimum": feature.minimum, "maximum": feature.maximum}
+
+
+def compare_branches() -> list[JsonValue]:
+    """What a what-if may vary, as JSON Schema: one branch per field. Sterile and
+    Conspecific follow Species and Soil, so they are never varied; a trait only when
+    the instance gives the traits (the full model answers)."""
+    branches: list[JsonValue] = []
+    for feature in schema.FEATURES:
+        if feature.name in schema.IMPLIED:
+            continue
+        values: JsonDict = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_VARIANTS,
+            "items": _value_schema(feature),
+        }
+        properties: JsonDict = {
+            "vary": {"const": feature.name},
+            "values": {"anyOf": [values, {"type": "null"}]},
+        }
+        if feature.trait:
+            properties["instance"] = FULL_MODE
+        branches.append({"properties": properties})
+    return branches
+
+
+# A request is answered by one model: its instances all give the traits or all omit them.
+ONE_MODEL: JsonDict = {"anyOf": [{"items": FULL_MODE}, {"items": PLANNING_MODE}]}
 DESIGN_EXAMPLE: dict[str, Any] = {k: schema.EXAMPLE[k] for k in schema.DESIGN}
 Days = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 ModelName = Literal["full", "planning"]
@@ -147,7 +204,7 @@ class PredictionRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"instances": [schema.EXAMPLE]}]}
     )
 
-    instances: list[PredictionInstance] = Field(..., min_length=1)
+    instances: list[PredictionInstance] = Field(..., min_length=1, json_schema_extra=ONE_MODEL)
     horizon_days: Days | None = Field(
         None,
         description="With it, death_probability is P(dead by this day) from the survival "
@@ -165,10 +222,10 @@ class SurvivalRequest(BaseModel):
         json_schema_extra={"examples": [{"instances": [schema.EXAMPLE], "horizons": [30, 60]}]},
     )
 
-    instances: list[PredictionInstance] = Field(..., min_length=1)
+    instances: list[PredictionInstance] = Field(..., min_length=1, json_schema_extra=ONE_MODEL)
     horizons: list[Days] | None = Field(
         None,
-        description="Days, strictly increasing, from 0 to the study's follow-up; "
+        description="Days from 0 to the study's follow-up, each once (answered sorted by day); "
         "default: the bundle's grid up to the end of the study.",
         examples=[[30, 60, 90]],
     )
@@ -179,7 +236,10 @@ class CompareRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"instance": DESIGN_EXAMPLE, "vary": "Soil"}]},
+        json_schema_extra={
+            "examples": [{"instance": DESIGN_EXAMPLE, "vary": "Soil"}],
+            "anyOf": compare_branches(),
+        },
     )
 
     instance: PredictionInstance
@@ -192,7 +252,10 @@ class CompareRequest(BaseModel):
         None, description="The values to try (default: all categories / an even grid)."
     )
     steps: int | None = Field(
-        None, description="Grid points for a numeric field (default 11).", examples=[11]
+        None,
+        description=f"Grid points for a numeric field (default 11), 2 to {MAX_VARIANTS}.",
+        examples=[11],
+        json_schema_extra={"minimum": 2, "maximum": MAX_VARIANTS},
     )
     horizon_days: Days | None = Field(
         None, description="Risk = P(dead by this day) from the survival model.", examples=[60]

@@ -32,6 +32,7 @@ from treesurv.serving.routes import (
 )
 from treesurv.serving.schemas import (
     DESIGN_EXAMPLE,
+    MAX_VARIANTS,
     CompareRequest,
     CompareResponse,
     PredictionInstance,
@@ -43,7 +44,6 @@ from treesurv.serving.state import Served
 router = APIRouter(route_class=RequestRoute)
 # Request models whose schemas the OpenAPI document lists (see app.openapi).
 BODY_MODELS = (SurvivalRequest, CompareRequest)
-MAX_VARIANTS = 50
 DEFAULT_STEPS = 11
 NOT_INSTANCE = {
     **INVALID,
@@ -193,6 +193,14 @@ def variant_values(served: Served, body: CompareRequest, model: str) -> list[Any
             ]
         )
     feature = schema.FEATURES_BY_NAME[body.vary]
+    # `steps` is checked whenever given, even where it is not used (a categorical
+    # field, or with `values`): a wrong request is refused, never half-read.
+    steps = DEFAULT_STEPS if body.steps is None else body.steps
+    if not 2 <= steps <= MAX_VARIANTS:
+        allowed = f"a whole number from 2 to {MAX_VARIANTS}"
+        raise RequestValidationError(
+            [_error(("steps",), f"{steps} grid points; must be {allowed}", steps, allowed)]
+        )
     if body.values is not None:
         problems = [
             _error(
@@ -201,7 +209,7 @@ def variant_values(served: Served, body: CompareRequest, model: str) -> list[Any
                 v,
                 feature.allowed(),
             )
-            for k, v in enumerate(body.values)
+            for k, v in enumerate(body.values[: MAX_VARIANTS + 1])
             if not _check_value(feature, v)
         ]
         if not 1 <= len(body.values) <= MAX_VARIANTS:
@@ -219,12 +227,6 @@ def variant_values(served: Served, body: CompareRequest, model: str) -> list[Any
         return list(body.values)
     if feature.kind == "categorical":
         return list(feature.categories)
-    steps = DEFAULT_STEPS if body.steps is None else body.steps
-    if not 2 <= steps <= MAX_VARIANTS:
-        allowed = f"a whole number from 2 to {MAX_VARIANTS}"
-        raise RequestValidationError(
-            [_error(("steps",), f"{steps} grid points; must be {allowed}", steps, allowed)]
-        )
     lo, hi = observed_range(served, feature)
     return [round(float(v), 6) for v in np.linspace(lo, hi, steps)]
 

@@ -19,11 +19,10 @@ from fastapi.exceptions import RequestValidationError
 
 from treesurv import schema
 from treesurv.predictor import FastPredictor, SurvivalPredictor
+from treesurv.serving.schemas import REQUIRED_TRAITS
 from treesurv.serving.state import Served
 
 FULL, PLANNING = "full", "planning"
-# Traits a full-model instance must give; EMF follows the species (a schema rule).
-REQUIRED_TRAITS = tuple(t for t in schema.TRAITS if not schema.FEATURES_BY_NAME[t].nullable)
 MAX_HORIZONS = 200
 
 
@@ -118,7 +117,7 @@ def allowed_days(model: SurvivalPredictor) -> str:
 def check_days(
     model: SurvivalPredictor, days: Sequence[float], field: tuple[str, ...], many: bool
 ) -> np.ndarray:
-    """The days as an array, or a 422 naming each bad one and the allowed range."""
+    """The days as a sorted array, or a 422 naming each bad one and the allowed range."""
     allowed = allowed_days(model)
     errors: list[Any] = []
     if many and len(days) > MAX_HORIZONS:
@@ -128,7 +127,7 @@ def check_days(
                 "too_many_days",
                 f"got {len(days)} days; at most {MAX_HORIZONS}",
                 len(days),
-                f"a list of 1 to {MAX_HORIZONS} days, strictly increasing",
+                f"a list of 1 to {MAX_HORIZONS} different days",
             )
         )
     if many and not days:
@@ -138,9 +137,12 @@ def check_days(
                 "too_few_days",
                 "give at least one day",
                 0,
-                f"a list of 1 to {MAX_HORIZONS} days, strictly increasing",
+                f"a list of 1 to {MAX_HORIZONS} different days",
             )
         )
+    if errors:  # too many or none: the days themselves are not looked at
+        raise RequestValidationError(errors)
+    seen: set[float] = set()
     for i, day in enumerate(days):
         loc: tuple[str | int, ...] = (*field, i) if many else field
         if day < 0 or day > model.max_days:
@@ -154,20 +156,21 @@ def check_days(
                     allowed,
                 )
             )
-        elif many and i > 0 and day <= days[i - 1]:
+        elif many and day in seen:
             errors.append(
                 _error(
                     loc,
-                    "days_not_increasing",
-                    f"{day:g} does not come after {days[i - 1]:g}; "
-                    "days must be strictly increasing",
+                    "days_repeated",
+                    f"{day:g} is given twice; each day once",
                     day,
-                    "days in strictly increasing order, without repeats",
+                    "different days (in any order; the answer comes sorted by day)",
                 )
             )
+        seen.add(day)
     if errors:
         raise RequestValidationError(errors)
-    return np.asarray(days, dtype=float)
+    # Sorted, so that every curve reads non-increasing from its first point.
+    return np.sort(np.asarray(days, dtype=float))
 
 
 def default_days(served: Served, model: SurvivalPredictor) -> list[float]:
