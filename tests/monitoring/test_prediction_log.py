@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -65,9 +65,9 @@ class BlockingSink:
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.lines: list[str] = []
+        self.lines: list[bytes] = []
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         self.release.wait(30)
         self.lines.extend(lines)
 
@@ -117,8 +117,8 @@ def test_unwritable_directory_is_counted_and_recovers(tmp_path: Path) -> None:
 class DiskFullSink(RotatingJsonlSink):
     """The real sink, with its files opened on /dev/full: every write fails with ENOSPC."""
 
-    def _open(self, path: Path) -> TextIO:
-        return open("/dev/full", "w", encoding="utf-8")
+    def _open(self, path: Path) -> BinaryIO:
+        return open("/dev/full", "wb")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -146,7 +146,7 @@ def test_close_flushes_what_is_queued(tmp_path: Path) -> None:
 def test_rotation_by_size_and_age(tmp_path: Path) -> None:
     now = [1_000_000.0]
     sink = RotatingJsonlSink(tmp_path, max_bytes=1000, max_age_seconds=60, clock=lambda: now[0])
-    line = json.dumps({"x": "y" * 190}) + "\n"  # 201 bytes
+    line = json.dumps({"x": "y" * 190}).encode() + b"\n"  # 201 bytes
     for _ in range(12):
         sink.write([line])
     files = sorted(tmp_path.glob("predictions-*.jsonl"))
@@ -179,7 +179,7 @@ def test_retention_prunes_old_files(tmp_path: Path) -> None:
     other.write_text("not a log file")
     os.utime(other, (1_000, 1_000))
     sink = RotatingJsonlSink(tmp_path, retain_seconds=3600)
-    sink.write(['{"a": 1}\n'])
+    sink.write([b'{"a": 1}\n'])
     sink.close()
     assert not old.exists() and other.exists()
     assert len(list(tmp_path.glob("predictions-*.jsonl"))) == 1

@@ -4,8 +4,9 @@
 queue and returns: no lock, no I/O, no exception. A background thread turns the
 entries into JSON Lines (one line per scored instance) and appends them to
 rotating files. A full queue drops the entry and counts it; a failing disk
-(full, read-only, gone) is counted and logged and the entries are dropped;
-neither ever slows down or fails a prediction. `close()` drains the queue.
+(full, read-only, gone) is counted, logged once when it starts failing (and once
+when it recovers), and the entries are dropped; neither ever slows down or fails
+a prediction. `close()` drains the queue.
 
 File format (one JSON object per line, UTF-8; see README "Monitoring & drift"):
 `time` (ISO 8601 UTC, milliseconds), `request_id`, `item` (index in the request),
@@ -18,9 +19,7 @@ can share one directory.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -30,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from treesurv import schema
@@ -43,7 +43,6 @@ FILE_SUFFIX = ".jsonl"
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_SECONDS = 3600.0
-ERROR_LOG_INTERVAL = 60.0  # at most one warning a minute while a sink keeps failing
 # File sequence numbers, shared by every sink of the process so names never collide.
 _FILE_SEQ = itertools.count(1)
 
@@ -57,7 +56,7 @@ QUEUE_METRIC = "treesurv_prediction_log_queue_entries"
 class Sink(Protocol):
     """Where encoded lines go; `write` raises OSError when they could not be stored."""
 
-    def write(self, lines: Sequence[str]) -> None: ...
+    def write(self, lines: Sequence[bytes]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -89,7 +88,7 @@ class RotatingJsonlSink:
         self.retain_seconds = retain_seconds
         self._clock = clock
         self._tag = f"{_safe(socket.gethostname())}-{os.getpid()}"
-        self._fh: TextIO | None = None
+        self._fh: BinaryIO | None = None
         self._path: Path | None = None
         self._size = 0
         self._opened = 0.0
@@ -98,7 +97,7 @@ class RotatingJsonlSink:
     def current(self) -> Path | None:
         return self._path
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         now = self._clock()
         if (
             self._fh is None
@@ -107,14 +106,14 @@ class RotatingJsonlSink:
         ):
             self._rotate(now)
         assert self._fh is not None
-        text = "".join(lines)
+        data = b"".join(lines)
         try:
-            self._fh.write(text)
+            self._fh.write(data)
             self._fh.flush()
         except OSError:
             self._abandon()
             raise
-        self._size += len(text.encode())
+        self._size += len(data)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -132,9 +131,9 @@ class RotatingJsonlSink:
         if self.retain_seconds is not None:
             self._prune(now - self.retain_seconds)
 
-    def _open(self, path: Path) -> TextIO:
+    def _open(self, path: Path) -> BinaryIO:
         # "x": never append to (or clobber) another process's file.
-        return path.open("x", encoding="utf-8")
+        return path.open("xb")
 
     def _abandon(self) -> None:
         try:
@@ -163,8 +162,9 @@ class LogStats:
 
 
 # One queued request: (unix time, request id, model version, instances,
-# probabilities, latency in seconds).
-_Entry = tuple[float, str, str, Sequence[Mapping[str, Any]], Sequence[float], float]
+# probabilities, latency in seconds). An instance is a mapping of the schema's
+# feature names, or an object whose attributes are (the API's validated models).
+_Entry = tuple[float, str, str, Sequence[Any], Sequence[float], float]
 
 
 class PredictionLog:
@@ -207,8 +207,8 @@ class PredictionLog:
         self._busy = False
         self._lock = threading.Lock()  # only for the rare drop path and the stats
         self._logged = self._dropped = self._errors = 0
-        self._last_error_log = -math.inf
-        self._errors_since_log = 0
+        self._failing = False  # the sink's last write failed (logged once per streak)
+        self._lost_in_streak = 0
         self.logged_total = Counter(
             LOGGED_METRIC, "Predictions written to the prediction log.", registry=registry
         )
@@ -235,7 +235,7 @@ class PredictionLog:
         self,
         request_id: str,
         model_version: str,
-        instances: Sequence[Mapping[str, Any]],
+        instances: Sequence[Any],
         probabilities: Sequence[float],
         latency_seconds: float,
         timestamp: float | None = None,
@@ -243,8 +243,9 @@ class PredictionLog:
         """Queue one request's predictions; True if queued, False if dropped.
 
         Never blocks, never raises. `instances` are mappings with the schema's
-        feature names; they are read later by the writer thread, so pass objects
-        the caller will not change.
+        feature names, or objects with those attributes (the API hands over its
+        validated models as they are); they are read later by the writer thread,
+        so pass objects the caller will not change.
         """
         try:
             if self._closed or len(self._queue) >= self.max_queue:
@@ -299,7 +300,7 @@ class PredictionLog:
 
     def _drain_queue(self) -> None:
         while self._queue:
-            lines: list[str] = []
+            lines: list[bytes] = []
             while self._queue and len(lines) < 10_000:
                 entry = self._queue.popleft()
                 try:
@@ -314,6 +315,13 @@ class PredictionLog:
             except OSError as exc:
                 self._report_error(len(lines), exc)
                 continue
+            if self._failing:
+                self._failing = False
+                log.warning(
+                    "prediction log: writing again to %s; %d prediction(s) were lost",
+                    getattr(self.sink, "directory", "the sink"),
+                    self._lost_in_streak,
+                )
             with self._lock:
                 self._logged += len(lines)
             self.logged_total.inc(len(lines))
@@ -322,16 +330,17 @@ class PredictionLog:
         with self._lock:
             self._errors += n
         self.write_errors_total.inc(n)
-        self._errors_since_log += n
-        now = time.monotonic()
-        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+        # Logged once when the sink starts failing, not per request: a full disk
+        # must not also flood the service's log. The counter keeps the tally.
+        if not self._failing:
+            self._failing, self._lost_in_streak = True, 0
             log.error(
-                "prediction log: cannot write (%s); %d prediction(s) lost since the last "
-                "report, predictions are still served",
+                "prediction log: cannot write (%s); predictions are still served, the "
+                "lost ones are counted in %s (logged again when writing resumes)",
                 exc,
-                self._errors_since_log,
+                ERRORS_METRIC,
             )
-            self._last_error_log, self._errors_since_log = now, 0
+        self._lost_in_streak += n
 
     # --------------------------------------------------------------- lifecycle
 
@@ -364,31 +373,32 @@ class PredictionLog:
             return LogStats(self._logged, self._dropped, self._errors, len(self._queue))
 
 
-# One encoder for every line (json.dumps with options builds a new one per call).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# NaN (a missing EMF sent as NaN) is written as null by orjson; NumPy scalars pass.
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 
-def encode_entry(entry: _Entry) -> list[str]:
+def encode_entry(entry: _Entry) -> list[bytes]:
     """JSON Lines for one request (one line per instance)."""
     ts, request_id, version, instances, probabilities, latency = entry
     if len(instances) != len(probabilities):
         raise ValueError("instances and probabilities differ in length")
     when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
     latency_ms = round(float(latency) * 1000.0, 3)
+    dumps, names = orjson.dumps, schema.FEATURE_NAMES
     lines = []
     for item, (instance, proba) in enumerate(zip(instances, probabilities, strict=True)):
+        values = instance if isinstance(instance, Mapping) else vars(instance)
         row: dict[str, Any] = {
             "time": when,
             "request_id": request_id,
             "item": item,
             "model_version": version,
         }
-        for name in schema.FEATURE_NAMES:
-            value = instance.get(name)
-            row[name] = value if value == value else None  # NaN (missing) -> null
+        for name in names:
+            row[name] = values.get(name)
         row["death_probability"] = float(proba)
         row["latency_ms"] = latency_ms
-        lines.append(_ENCODE(row) + "\n")
+        lines.append(dumps(row, option=_OPTIONS))
     return lines
 
 

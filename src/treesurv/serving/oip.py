@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from treesurv import __version__, schema
+from treesurv.monitoring.service import remember
 from treesurv.serving import errors
 from treesurv.serving.routes import _json, model_state, score, settings_of
 from treesurv.serving.schemas import Instance
@@ -301,6 +302,7 @@ async def _infer(
         return error_response(str(exc), exc.status)
     probabilities = await score(served, instances)
     request.app.state.metrics.observe_predictions("v2", probabilities)
+    remember(request.scope, served.version, instances, probabilities)
     threshold = served.bundle.threshold
     data = {
         "death_probability": probabilities,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv import schema
+from treesurv.monitoring.service import remember
 from treesurv.serving.schemas import (
     ErrorResponse,
     Health,
@@ -197,6 +198,7 @@ async def predictions(request: Request) -> Response:
     check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
     probabilities = await score(served, body.instances)
     request.app.state.metrics.observe_predictions("v1", probabilities)
+    remember(request.scope, served.version, body.instances, probabilities)
     return _json(
         {
             "model_version": served.version,
@@ -221,6 +223,7 @@ async def predic(request: Request) -> Response:
     served = served_model(request)
     p = served.predictor.predict_one(body.__dict__)
     request.app.state.metrics.observe_predictions("v1_predic", (p,))
+    remember(request.scope, served.version, (body,), (p,))
     return _json({"Event": 1.0 if p >= served.bundle.threshold else 0.0})
 
 
