@@ -197,10 +197,10 @@ def test_two_logs_in_one_directory_never_collide(tmp_path: Path) -> None:
 
 def test_bad_entries_never_raise(tmp_path: Path) -> None:
     plog = PredictionLog(tmp_path)
-    # Accepted on the request path (no checks there); the writer drops and counts them.
-    assert plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
-    assert plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
-    assert plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
+    # Refused and counted on the request path, without raising.
+    assert not plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
+    assert not plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
+    assert not plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
     assert plog.record("ok", "1.0.0", instances(1), [0.1], 0.001)
     plog.close()
     assert [r["request_id"] for r in lines_in(tmp_path)] == ["ok"]

@@ -1,12 +1,15 @@
 """The prediction log: every served prediction, recorded off the request path.
 
 `PredictionLog.record()` appends one entry per request to a bounded in-memory
-queue and returns: no lock, no I/O, no exception. A background thread turns the
-entries into JSON Lines (one line per scored instance) and appends them to
-rotating files. A full queue drops the entry and counts it; a failing disk
-(full, read-only, gone) is counted, logged once when it starts failing (and once
-when it recovers), and the entries are dropped; neither ever slows down or fails
-a prediction. `close()` drains the queue.
+queue and returns: no lock, no I/O, no exception. It encodes each instance's
+features to JSON bytes there (orjson, about half a microsecond, no dict built),
+so the queue holds no Python objects that the garbage collector would have to
+promote and scan (keeping the request's objects alive for the writer measured
+costlier than encoding them). A background thread splices the entries into JSON
+Lines (one line per scored instance) and appends them to rotating files. A full
+queue drops the entry and counts it; a failing disk (full, read-only, gone) is
+counted, logged once when it starts failing (and once when it recovers), and the
+entries are dropped; neither ever slows down or fails a prediction. `close()` drains the queue.
 
 File format (one JSON object per line, UTF-8; see README "Monitoring & drift"):
 `time` (ISO 8601 UTC, milliseconds), `request_id`, `item` (index in the request),
@@ -25,7 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +46,9 @@ FILE_SUFFIX = ".jsonl"
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_SECONDS = 3600.0
+# The writer drains the queue this often: a short interval keeps the queued bytes
+# few and cache-warm (measured: 0.5 s cost the request path about twice as much).
+DEFAULT_FLUSH_INTERVAL = 0.05
 # File sequence numbers, shared by every sink of the process so names never collide.
 _FILE_SEQ = itertools.count(1)
 
@@ -161,10 +167,11 @@ class LogStats:
     queued: int
 
 
-# One queued request: (unix time, request id, model version, instances,
-# probabilities, latency in seconds). An instance is a mapping of the schema's
-# feature names, or an object whose attributes are (the API's validated models).
-_Entry = tuple[float, str, str, Sequence[Any], Sequence[float], float]
+# One queued request: (unix time, request id, model version, the instances'
+# features as JSON objects joined by newlines, probabilities, latency in seconds).
+# Only strings, bytes and floats: a tuple of those is untracked by the garbage
+# collector.
+_Entry = tuple[float, str, str, bytes, tuple[float, ...], float]
 
 
 class PredictionLog:
@@ -180,7 +187,7 @@ class PredictionLog:
         *,
         sink: Sink | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        flush_interval: float = 0.5,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         retain_seconds: float | None = None,
@@ -243,21 +250,24 @@ class PredictionLog:
         """Queue one request's predictions; True if queued, False if dropped.
 
         Never blocks, never raises. `instances` are mappings with the schema's
-        feature names, or objects with those attributes (the API hands over its
-        validated models as they are); they are read later by the writer thread,
-        so pass objects the caller will not change.
+        feature names, or objects with those attributes (the API's validated
+        models). An instance that cannot be encoded drops the entry (counted).
         """
         try:
             if self._closed or len(self._queue) >= self.max_queue:
                 self._drop(len(instances))
                 return False
+            if len(instances) != len(probabilities):
+                raise ValueError("instances and probabilities differ in length")
+            dumps = orjson.dumps
+            features = b"\n".join([dumps(_features(i), option=_NUMPY) for i in instances])
             self._queue.append(
                 (
                     time.time() if timestamp is None else timestamp,
                     request_id,
                     model_version,
-                    instances,
-                    probabilities,
+                    features,
+                    tuple(probabilities),
                     latency_seconds,
                 )
             )
@@ -265,7 +275,7 @@ class PredictionLog:
                 self._wake.set()
             return True
         except Exception:  # a monitoring side channel must never fail a request
-            self._drop(1)
+            self._drop(_length(instances))
             return False
 
     def _drop(self, n: int) -> None:
@@ -307,7 +317,7 @@ class PredictionLog:
                     lines.extend(encode_entry(entry))
                 except Exception:  # whatever the caller passed, the writer must go on
                     log.warning("prediction log: an entry could not be encoded; dropped")
-                    self._drop(_length(entry[3]))
+                    self._drop(_length(entry[4]))
             if not lines:
                 continue
             try:
@@ -374,32 +384,65 @@ class PredictionLog:
 
 
 # NaN (a missing EMF sent as NaN) is written as null by orjson; NumPy scalars pass.
-_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_N_FEATURES = len(schema.FEATURE_NAMES)
+
+
+def _features(instance: Any) -> Any:
+    """The ten feature values of an instance, as a dict in schema order."""
+    if isinstance(instance, dict):
+        return {name: instance.get(name) for name in schema.FEATURE_NAMES}
+    values = vars(instance)  # the API's validated models: their fields, in schema order
+    if len(values) == _N_FEATURES:
+        return values
+    return {name: values.get(name) for name in schema.FEATURE_NAMES}
 
 
 def encode_entry(entry: _Entry) -> list[bytes]:
-    """JSON Lines for one request (one line per instance)."""
-    ts, request_id, version, instances, probabilities, latency = entry
-    if len(instances) != len(probabilities):
+    """JSON Lines for one request (one line per instance).
+
+    The parts shared by the request's lines are encoded once and each line is
+    spliced from bytes: no dict per line (the writer's cost is mostly Python
+    objects, and the garbage collector's work on them, not the file I/O).
+    """
+    ts, request_id, version, features, probabilities, latency = entry
+    objects = features.split(b"\n")  # orjson escapes newlines inside strings
+    if len(objects) != len(probabilities):
         raise ValueError("instances and probabilities differ in length")
-    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-    latency_ms = round(float(latency) * 1000.0, 3)
-    dumps, names = orjson.dumps, schema.FEATURE_NAMES
+    dumps = orjson.dumps
+    head = b'{"time":"%b","request_id":%b,"item":' % (_iso(ts), dumps(request_id))
+    middle = _middle(version)
+    tail = b',"latency_ms":%b}\n' % dumps(round(float(latency) * 1000.0, 3))
     lines = []
-    for item, (instance, proba) in enumerate(zip(instances, probabilities, strict=True)):
-        values = instance if isinstance(instance, Mapping) else vars(instance)
-        row: dict[str, Any] = {
-            "time": when,
-            "request_id": request_id,
-            "item": item,
-            "model_version": version,
-        }
-        for name in names:
-            row[name] = values.get(name)
-        row["death_probability"] = float(proba)
-        row["latency_ms"] = latency_ms
-        lines.append(dumps(row, option=_OPTIONS))
+    for item, (obj, proba) in enumerate(zip(objects, probabilities, strict=True)):
+        lines.append(
+            b'%b%d%b%b,"death_probability":%b%b'
+            % (head, item, middle, obj[1:-1], dumps(float(proba)), tail)
+        )
     return lines
+
+
+_second: tuple[int, bytes] = (-1, b"")
+_middles: dict[str, bytes] = {}
+
+
+def _iso(ts: float) -> bytes:
+    """ISO 8601 UTC with milliseconds; the date part is formatted once a second."""
+    global _second
+    sec = int(ts // 1)
+    if _second[0] != sec:
+        text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (sec, text.encode())
+    return b"%b.%03dZ" % (_second[1], min(999, int((ts - sec) * 1000)))
+
+
+def _middle(version: str) -> bytes:
+    middle = _middles.get(version)
+    if middle is None:
+        if len(_middles) > 64:  # versions come and go over a long-lived process
+            _middles.clear()
+        middle = _middles[version] = b',"model_version":%b,' % orjson.dumps(version)
+    return middle
 
 
 def _length(items: Any) -> int:
