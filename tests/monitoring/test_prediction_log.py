@@ -65,11 +65,11 @@ class BlockingSink:
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.lines: list[bytes] = []
+        self.data = b""
 
     def write(self, lines: Sequence[bytes]) -> None:
         self.release.wait(30)
-        self.lines.extend(lines)
+        self.data += b"".join(lines)
 
     def close(self) -> None:
         pass
@@ -90,7 +90,7 @@ def test_full_queue_drops_and_counts_without_blocking() -> None:
     assert counter(registry, "treesurv_prediction_log_dropped_total") == 6
     sink.release.set()
     plog.close()
-    assert len(sink.lines) == 1 + 5 * 2
+    assert sink.data.count(b"\n") == 1 + 5 * 2
     assert plog.stats().logged == 11
     assert not plog.record("late", "1.0.0", instances(1), [0.1], 0.001)  # closed: dropped
     assert plog.stats().dropped == 7
