@@ -197,14 +197,18 @@ def test_two_logs_in_one_directory_never_collide(tmp_path: Path) -> None:
 
 def test_bad_entries_never_raise(tmp_path: Path) -> None:
     plog = PredictionLog(tmp_path)
-    # Refused and counted on the request path, without raising.
+    # Refused at once or, when queued, dropped by the writer; counted either way.
     assert not plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
-    assert not plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
-    assert not plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
+    assert plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
+    assert plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
     assert plog.record("ok", "1.0.0", instances(1), [0.1], 0.001)
+    assert not plog.record("b", "1.0.0", instances(9), [0.1] * 8, 0.001)  # a batch: at once
+    assert plog.record("batch", "1.0.0", instances(9), [0.1] * 9, 0.001)
     plog.close()
-    assert [r["request_id"] for r in lines_in(tmp_path)] == ["ok"]
-    assert plog.stats().dropped == 1 + 2 + 1
+    rows = lines_in(tmp_path)
+    assert [r["request_id"] for r in rows] == ["ok"] + ["batch"] * 9
+    assert [r["item"] for r in rows[1:]] == list(range(9))
+    assert plog.stats().dropped == 1 + 2 + 1 + 9 and plog.stats().logged == 10
 
 
 def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:
