@@ -197,18 +197,34 @@ def test_two_logs_in_one_directory_never_collide(tmp_path: Path) -> None:
 
 def test_bad_entries_never_raise(tmp_path: Path) -> None:
     plog = PredictionLog(tmp_path)
-    # Refused at once or, when queued, dropped by the writer; counted either way.
+    # Each request is encoded by record(): a bad entry is refused at once and counted.
     assert not plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
-    assert plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
-    assert plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
+    assert not plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
+    assert not plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
     assert plog.record("ok", "1.0.0", instances(1), [0.1], 0.001)
-    assert not plog.record("b", "1.0.0", instances(9), [0.1] * 8, 0.001)  # a batch: at once
+    assert not plog.record("b", "1.0.0", instances(9), [0.1] * 8, 0.001)
+    assert not plog.record("p", "1.0.0", instances(2), [0.1, "high"], 0.001)  # type: ignore[list-item]
     assert plog.record("batch", "1.0.0", instances(9), [0.1] * 9, 0.001)
     plog.close()
     rows = lines_in(tmp_path)
     assert [r["request_id"] for r in rows] == ["ok"] + ["batch"] * 9
     assert [r["item"] for r in rows[1:]] == list(range(9))
-    assert plog.stats().dropped == 1 + 2 + 1 + 9 and plog.stats().logged == 10
+    assert plog.stats().dropped == 1 + 2 + 1 + 9 + 2 and plog.stats().logged == 10
+
+
+def test_strings_with_braces_are_encoded_exactly(tmp_path: Path) -> None:
+    # A batch is encoded in one call and cut between objects; a string holding
+    # "},{" must not be cut (the API's validated values never hold one).
+    odd = [{**schema.EXAMPLE, "Species": 'a},{"b'}, {**schema.EXAMPLE, "Soil": "{"}, ACER]
+    plog = PredictionLog(tmp_path)
+    assert plog.record('id"},{', "1.0.0", odd, [0.1, 0.2, 0.3], 0.001)
+    plog.close()
+    rows = lines_in(tmp_path)
+    assert [r["Species"] for r in rows] == ['a},{"b', "Quercus rubra", "Acer saccharum"]
+    assert [r["Soil"] for r in rows][1] == "{"
+    assert [r["item"] for r in rows] == [0, 1, 2]
+    assert {r["request_id"] for r in rows} == {'id"},{'}
+    assert [list(r) for r in rows] == [list(COLUMNS)] * 3
 
 
 def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:
