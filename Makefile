@@ -13,6 +13,8 @@ WORKERS ?= 1
 PYTEST_ARGS ?=
 # The bundle the service runs: the production version, materialised by `make production`.
 MODEL_DIR ?= models/production
+# Where `make serve` logs every prediction (`treesurv monitor drift --log` reads it); empty: off.
+PREDICTION_LOG_DIR ?= logs/predictions
 
 # Pipeline stages call `treesurv`; make them find the project's own.
 export PATH := $(BIN):$(PATH)
@@ -49,7 +51,8 @@ pipeline: data ## Run the DVC pipeline (validate, prepare, train, evaluate, pack
 	$(BIN)/dvc repro
 
 serve: setup ## Serve the model bundle $(MODEL_DIR) on http://$(HOST):$(PORT)
-	$(BIN)/treesurv serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --model $(MODEL_DIR)
+	TREESURV_PREDICTION_LOG_DIR=$(PREDICTION_LOG_DIR) \
+	  $(BIN)/treesurv serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --model $(MODEL_DIR)
 
 production: setup ## Put the production model at $(MODEL_DIR) (the pipeline's until a first promotion)
 	$(BIN)/treesurv registry checkout --out $(MODEL_DIR)

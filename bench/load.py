@@ -49,8 +49,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(kind: str, port: int, model: Path) -> subprocess.Popen[bytes]:
+def start(
+    kind: str, port: int, model: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TREESURV_WATCH_INTERVAL": "0"}
+    env.update(env_extra or {})
     if kind == "real":
         cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--model", str(model)]

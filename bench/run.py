@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import inprocess, load
+from bench import inprocess, load, log_overhead
 
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -36,6 +36,8 @@ def main() -> None:
         200_000,
     )
     print(inprocess.report(local))
+    plog = log_overhead.run(max(4, args.rounds), 5.0, 16, load.DEFAULT_MODEL)
+    print(log_overhead.report(plog))
     results = {
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -44,6 +46,7 @@ def main() -> None:
         },
         "http": http,
         "inprocess": local,
+        "prediction_log": plog,
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.out}")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -65,11 +65,11 @@ class BlockingSink:
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.lines: list[str] = []
+        self.data = b""
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         self.release.wait(30)
-        self.lines.extend(lines)
+        self.data += b"".join(lines)
 
     def close(self) -> None:
         pass
@@ -90,7 +90,7 @@ def test_full_queue_drops_and_counts_without_blocking() -> None:
     assert counter(registry, "treesurv_prediction_log_dropped_total") == 6
     sink.release.set()
     plog.close()
-    assert len(sink.lines) == 1 + 5 * 2
+    assert sink.data.count(b"\n") == 1 + 5 * 2
     assert plog.stats().logged == 11
     assert not plog.record("late", "1.0.0", instances(1), [0.1], 0.001)  # closed: dropped
     assert plog.stats().dropped == 7
@@ -117,8 +117,8 @@ def test_unwritable_directory_is_counted_and_recovers(tmp_path: Path) -> None:
 class DiskFullSink(RotatingJsonlSink):
     """The real sink, with its files opened on /dev/full: every write fails with ENOSPC."""
 
-    def _open(self, path: Path) -> TextIO:
-        return open("/dev/full", "w", encoding="utf-8")
+    def _open(self, path: Path) -> BinaryIO:
+        return open("/dev/full", "wb")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -146,7 +146,7 @@ def test_close_flushes_what_is_queued(tmp_path: Path) -> None:
 def test_rotation_by_size_and_age(tmp_path: Path) -> None:
     now = [1_000_000.0]
     sink = RotatingJsonlSink(tmp_path, max_bytes=1000, max_age_seconds=60, clock=lambda: now[0])
-    line = json.dumps({"x": "y" * 190}) + "\n"  # 201 bytes
+    line = json.dumps({"x": "y" * 190}).encode() + b"\n"  # 201 bytes
     for _ in range(12):
         sink.write([line])
     files = sorted(tmp_path.glob("predictions-*.jsonl"))
@@ -179,7 +179,7 @@ def test_retention_prunes_old_files(tmp_path: Path) -> None:
     other.write_text("not a log file")
     os.utime(other, (1_000, 1_000))
     sink = RotatingJsonlSink(tmp_path, retain_seconds=3600)
-    sink.write(['{"a": 1}\n'])
+    sink.write([b'{"a": 1}\n'])
     sink.close()
     assert not old.exists() and other.exists()
     assert len(list(tmp_path.glob("predictions-*.jsonl"))) == 1
@@ -197,14 +197,34 @@ def test_two_logs_in_one_directory_never_collide(tmp_path: Path) -> None:
 
 def test_bad_entries_never_raise(tmp_path: Path) -> None:
     plog = PredictionLog(tmp_path)
-    # Accepted on the request path (no checks there); the writer drops and counts them.
-    assert plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
-    assert plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
-    assert plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
+    # Each request is encoded by record(): a bad entry is refused at once and counted.
+    assert not plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
+    assert not plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
+    assert not plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
     assert plog.record("ok", "1.0.0", instances(1), [0.1], 0.001)
+    assert not plog.record("b", "1.0.0", instances(9), [0.1] * 8, 0.001)
+    assert not plog.record("p", "1.0.0", instances(2), [0.1, "high"], 0.001)  # type: ignore[list-item]
+    assert plog.record("batch", "1.0.0", instances(9), [0.1] * 9, 0.001)
     plog.close()
-    assert [r["request_id"] for r in lines_in(tmp_path)] == ["ok"]
-    assert plog.stats().dropped == 1 + 2 + 1
+    rows = lines_in(tmp_path)
+    assert [r["request_id"] for r in rows] == ["ok"] + ["batch"] * 9
+    assert [r["item"] for r in rows[1:]] == list(range(9))
+    assert plog.stats().dropped == 1 + 2 + 1 + 9 + 2 and plog.stats().logged == 10
+
+
+def test_strings_with_braces_are_encoded_exactly(tmp_path: Path) -> None:
+    # A batch is encoded in one call and cut between objects; a string holding
+    # "},{" must not be cut (the API's validated values never hold one).
+    odd = [{**schema.EXAMPLE, "Species": 'a},{"b'}, {**schema.EXAMPLE, "Soil": "{"}, ACER]
+    plog = PredictionLog(tmp_path)
+    assert plog.record('id"},{', "1.0.0", odd, [0.1, 0.2, 0.3], 0.001)
+    plog.close()
+    rows = lines_in(tmp_path)
+    assert [r["Species"] for r in rows] == ['a},{"b', "Quercus rubra", "Acer saccharum"]
+    assert [r["Soil"] for r in rows][1] == "{"
+    assert [r["item"] for r in rows] == [0, 1, 2]
+    assert {r["request_id"] for r in rows} == {'id"},{'}
+    assert [list(r) for r in rows] == [list(COLUMNS)] * 3
 
 
 def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:

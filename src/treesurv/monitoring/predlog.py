@@ -1,11 +1,20 @@
 """The prediction log: every served prediction, recorded off the request path.
 
 `PredictionLog.record()` appends one entry per request to a bounded in-memory
-queue and returns: no lock, no I/O, no exception. A background thread turns the
-entries into JSON Lines (one line per scored instance) and appends them to
-rotating files. A full queue drops the entry and counts it; a failing disk
-(full, read-only, gone) is counted and logged and the entries are dropped;
-neither ever slows down or fails a prediction. `close()` drains the queue.
+queue and returns: no lock, no I/O, no exception (the API calls it after the
+answer has been sent). Nothing queued keeps the request's objects alive: holding
+the validated models for the writer made the garbage collector run every few
+requests (measured ~2-4 µs a request, and full collections in the p99). A request
+of one validated instance is queued as one flat tuple of strings and numbers and
+encoded by the writer, among many others (cheaper there than on the request path:
+measured ~2.5 µs warm against ~7 µs between the request's other work); a batch
+is encoded by `record()` itself, line by line. A background thread wakes every
+50 ms, encodes the flat entries (orjson for the features, the rest spliced from
+bytes, no dict per line) and appends everything to rotating files in one write.
+A full queue drops the entry and counts it; a failing disk (full, read-only,
+gone) is counted, logged once when it starts failing (and once when it
+recovers), and the entries are dropped; neither ever slows down or fails a
+prediction. `close()` drains the queue.
 
 File format (one JSON object per line, UTF-8; see README "Monitoring & drift"):
 `time` (ISO 8601 UTC, milliseconds), `request_id`, `item` (index in the request),
@@ -18,20 +27,19 @@ can share one directory.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
 import os
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from treesurv import schema
@@ -43,7 +51,9 @@ FILE_SUFFIX = ".jsonl"
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_SECONDS = 3600.0
-ERROR_LOG_INTERVAL = 60.0  # at most one warning a minute while a sink keeps failing
+# The writer drains the queue this often: a short interval keeps the queued entries
+# few and cache-warm (measured: 0.25 s and 1 s cost the request path more).
+DEFAULT_FLUSH_INTERVAL = 0.05
 # File sequence numbers, shared by every sink of the process so names never collide.
 _FILE_SEQ = itertools.count(1)
 
@@ -57,7 +67,7 @@ QUEUE_METRIC = "treesurv_prediction_log_queue_entries"
 class Sink(Protocol):
     """Where encoded lines go; `write` raises OSError when they could not be stored."""
 
-    def write(self, lines: Sequence[str]) -> None: ...
+    def write(self, lines: Sequence[bytes]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -89,7 +99,7 @@ class RotatingJsonlSink:
         self.retain_seconds = retain_seconds
         self._clock = clock
         self._tag = f"{_safe(socket.gethostname())}-{os.getpid()}"
-        self._fh: TextIO | None = None
+        self._fh: BinaryIO | None = None
         self._path: Path | None = None
         self._size = 0
         self._opened = 0.0
@@ -98,7 +108,7 @@ class RotatingJsonlSink:
     def current(self) -> Path | None:
         return self._path
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         now = self._clock()
         if (
             self._fh is None
@@ -107,14 +117,14 @@ class RotatingJsonlSink:
         ):
             self._rotate(now)
         assert self._fh is not None
-        text = "".join(lines)
+        data = b"".join(lines)
         try:
-            self._fh.write(text)
+            self._fh.write(data)
             self._fh.flush()
         except OSError:
             self._abandon()
             raise
-        self._size += len(text.encode())
+        self._size += len(data)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -132,9 +142,9 @@ class RotatingJsonlSink:
         if self.retain_seconds is not None:
             self._prune(now - self.retain_seconds)
 
-    def _open(self, path: Path) -> TextIO:
+    def _open(self, path: Path) -> BinaryIO:
         # "x": never append to (or clobber) another process's file.
-        return path.open("x", encoding="utf-8")
+        return path.open("xb")
 
     def _abandon(self) -> None:
         try:
@@ -162,9 +172,13 @@ class LogStats:
     queued: int
 
 
-# One queued request: (unix time, request id, model version, instances,
-# probabilities, latency in seconds).
-_Entry = tuple[float, str, str, Sequence[Mapping[str, Any]], Sequence[float], float]
+# One queued request: (number of lines, its encoded lines), or, for one validated
+# instance, the flat tuple (unix time, request id, model version, probability,
+# latency in seconds, the ten feature values in schema order).
+_Entry = tuple[Any, ...]
+# Instance classes (the API's validated models) whose fields are exactly the schema's
+# features in schema order: their `vars()` is encoded as it is.
+_PLAIN: dict[type, bool] = {}
 
 
 class PredictionLog:
@@ -180,7 +194,7 @@ class PredictionLog:
         *,
         sink: Sink | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        flush_interval: float = 0.5,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         retain_seconds: float | None = None,
@@ -207,8 +221,8 @@ class PredictionLog:
         self._busy = False
         self._lock = threading.Lock()  # only for the rare drop path and the stats
         self._logged = self._dropped = self._errors = 0
-        self._last_error_log = -math.inf
-        self._errors_since_log = 0
+        self._failing = False  # the sink's last write failed (logged once per streak)
+        self._lost_in_streak = 0
         self.logged_total = Counter(
             LOGGED_METRIC, "Predictions written to the prediction log.", registry=registry
         )
@@ -235,7 +249,7 @@ class PredictionLog:
         self,
         request_id: str,
         model_version: str,
-        instances: Sequence[Mapping[str, Any]],
+        instances: Sequence[Any],
         probabilities: Sequence[float],
         latency_seconds: float,
         timestamp: float | None = None,
@@ -243,28 +257,42 @@ class PredictionLog:
         """Queue one request's predictions; True if queued, False if dropped.
 
         Never blocks, never raises. `instances` are mappings with the schema's
-        feature names; they are read later by the writer thread, so pass objects
-        the caller will not change.
+        feature names, or objects with those attributes (the API's validated
+        models). An entry that cannot be encoded is dropped (counted).
+
+        What the queue holds must not keep the request's objects alive: the
+        garbage collector would run every few requests and scan them. A request
+        of one validated instance is queued as one flat tuple of its values
+        (strings and numbers, which the collector stops tracking at its first
+        pass), to be encoded by the writer among many others; anything else is
+        encoded here, into one bytes object.
         """
         try:
             if self._closed or len(self._queue) >= self.max_queue:
                 self._drop(len(instances))
                 return False
-            self._queue.append(
-                (
-                    time.time() if timestamp is None else timestamp,
-                    request_id,
-                    model_version,
-                    instances,
-                    probabilities,
-                    latency_seconds,
+            ts = time.time() if timestamp is None else timestamp
+            if len(instances) == 1 and len(probabilities) == 1 and _plain(type(instances[0])):
+                self._queue.append(
+                    (
+                        ts,
+                        request_id,
+                        model_version,
+                        float(probabilities[0]),
+                        float(latency_seconds),
+                        *vars(instances[0]).values(),
+                    )
                 )
-            )
+            else:
+                encoded = encode_request(
+                    ts, request_id, model_version, instances, probabilities, latency_seconds
+                )
+                self._queue.append((len(instances), encoded))
             if len(self._queue) >= self._high_water:
                 self._wake.set()
             return True
         except Exception:  # a monitoring side channel must never fail a request
-            self._drop(1)
+            self._drop(_length(instances))
             return False
 
     def _drop(self, n: int) -> None:
@@ -298,40 +326,58 @@ class PredictionLog:
             self._busy = False
 
     def _drain_queue(self) -> None:
-        while self._queue:
-            lines: list[str] = []
-            while self._queue and len(lines) < 10_000:
-                entry = self._queue.popleft()
-                try:
-                    lines.extend(encode_entry(entry))
-                except Exception:  # whatever the caller passed, the writer must go on
-                    log.warning("prediction log: an entry could not be encoded; dropped")
-                    self._drop(_length(entry[3]))
-            if not lines:
+        queue = self._queue
+        while queue:
+            chunks: list[bytes] = []
+            size = n = 0
+            while queue and size < _MAX_WRITE:
+                entry = queue.popleft()
+                if len(entry) == 2:
+                    lines, data = entry
+                else:
+                    try:
+                        lines, data = 1, _encode_flat(entry)
+                    except Exception:  # whatever the caller passed, the writer must go on
+                        log.warning("prediction log: an entry could not be encoded; dropped")
+                        self._drop(1)
+                        continue
+                chunks.append(data)
+                size += len(data)
+                n += lines
+            if not chunks:
                 continue
+            data = b"".join(chunks)
             try:
-                self.sink.write(lines)
+                self.sink.write((data,))
             except OSError as exc:
-                self._report_error(len(lines), exc)
+                self._report_error(n, exc)
                 continue
+            if self._failing:
+                self._failing = False
+                log.warning(
+                    "prediction log: writing again to %s; %d prediction(s) were lost",
+                    getattr(self.sink, "directory", "the sink"),
+                    self._lost_in_streak,
+                )
             with self._lock:
-                self._logged += len(lines)
-            self.logged_total.inc(len(lines))
+                self._logged += n
+            self.logged_total.inc(n)
 
     def _report_error(self, n: int, exc: OSError) -> None:
         with self._lock:
             self._errors += n
         self.write_errors_total.inc(n)
-        self._errors_since_log += n
-        now = time.monotonic()
-        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+        # Logged once when the sink starts failing, not per request: a full disk
+        # must not also flood the service's log. The counter keeps the tally.
+        if not self._failing:
+            self._failing, self._lost_in_streak = True, 0
             log.error(
-                "prediction log: cannot write (%s); %d prediction(s) lost since the last "
-                "report, predictions are still served",
+                "prediction log: cannot write (%s); predictions are still served, the "
+                "lost ones are counted in %s (logged again when writing resumes)",
                 exc,
-                self._errors_since_log,
+                ERRORS_METRIC,
             )
-            self._last_error_log, self._errors_since_log = now, 0
+        self._lost_in_streak += n
 
     # --------------------------------------------------------------- lifecycle
 
@@ -364,32 +410,124 @@ class PredictionLog:
             return LogStats(self._logged, self._dropped, self._errors, len(self._queue))
 
 
-# One encoder for every line (json.dumps with options builds a new one per call).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# NaN (a missing EMF sent as NaN) is written as null by orjson; NumPy scalars pass.
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_N_FEATURES = len(schema.FEATURE_NAMES)
+_PROBA = b',"death_probability":'
+_MS: list[bytes] = [b".%03dZ" % i for i in range(1000)]
+# The writer hands the sink at most about this many bytes at a time.
+_MAX_WRITE = 4 * 1024 * 1024
 
 
-def encode_entry(entry: _Entry) -> list[str]:
-    """JSON Lines for one request (one line per instance)."""
-    ts, request_id, version, instances, probabilities, latency = entry
-    if len(instances) != len(probabilities):
+def _features(instance: Any) -> Any:
+    """The ten feature values of an instance, as a dict in schema order."""
+    if isinstance(instance, dict):
+        return {name: instance.get(name) for name in schema.FEATURE_NAMES}
+    values = vars(instance)  # the API's validated models: their fields, in schema order
+    if len(values) == _N_FEATURES:
+        return values
+    return {name: values.get(name) for name in schema.FEATURE_NAMES}
+
+
+def _encode_flat(entry: tuple[Any, ...]) -> bytes:
+    """The JSON line of a request queued as a flat tuple (see `PredictionLog.record`)."""
+    ts, request_id, version, probability, latency = entry[:5]
+    dumps = orjson.dumps
+    features = dumps(dict(zip(schema.FEATURE_NAMES, entry[5:], strict=True)), option=_NUMPY)
+    return b"".join(
+        (
+            _iso(ts),
+            b'","request_id":',
+            dumps(request_id),
+            b',"item":0',
+            _middle(version),
+            features[1:-1],
+            _PROBA,
+            dumps(probability),
+            b',"latency_ms":%b}\n' % dumps(round(latency * 1000.0, 3)),
+        )
+    )
+
+
+def _plain(cls: type) -> bool:
+    """Whether `vars()` of a `cls` instance is its ten features in schema order."""
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        fields = getattr(cls, "model_fields", None)
+        plain = _PLAIN[cls] = isinstance(fields, dict) and tuple(fields) == tuple(
+            schema.FEATURE_NAMES
+        )
+    return plain
+
+
+def _feature_dicts(instances: Sequence[Any]) -> list[Any]:
+    cls = type(instances[0])
+    if _plain(cls) and all(type(i) is cls for i in instances):
+        return list(map(vars, instances))
+    return [_features(i) for i in instances]
+
+
+def encode_request(
+    ts: float,
+    request_id: str,
+    version: str,
+    instances: Sequence[Any],
+    probabilities: Sequence[float],
+    latency: float,
+) -> bytes:
+    """The JSON Lines of one request (one line per instance), as one bytes object.
+
+    The parts the request's lines share are encoded once; the features of all the
+    instances in one orjson call, cut at the boundaries between objects; each
+    line is joined from these bytes: no dict and no formatting per line.
+    """
+    n = len(instances)
+    if n != len(probabilities):
         raise ValueError("instances and probabilities differ in length")
-    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-    latency_ms = round(float(latency) * 1000.0, 3)
-    lines = []
-    for item, (instance, proba) in enumerate(zip(instances, probabilities, strict=True)):
-        row: dict[str, Any] = {
-            "time": when,
-            "request_id": request_id,
-            "item": item,
-            "model_version": version,
-        }
-        for name in schema.FEATURE_NAMES:
-            value = instance.get(name)
-            row[name] = value if value == value else None  # NaN (missing) -> null
-        row["death_probability"] = float(proba)
-        row["latency_ms"] = latency_ms
-        lines.append(_ENCODE(row) + "\n")
-    return lines
+    dumps = orjson.dumps
+    head = b"".join((_iso(ts), b'","request_id":', dumps(request_id), b',"item":'))
+    middle = _middle(version)
+    tail = b',"latency_ms":%b}\n' % dumps(round(float(latency) * 1000.0, 3))
+    if n == 1:
+        features = dumps(_feature_dicts(instances)[0], option=_NUMPY)
+        return b"".join(
+            (head, b"0", middle, features[1:-1], _PROBA, dumps(float(probabilities[0])), tail)
+        )
+    # Line by line: measured faster on the service than one orjson call for all
+    # the features cut into lines (which is faster alone, in a tight loop).
+    return b"".join(
+        [
+            b"%b%d%b%b%b%b%b"
+            % (head, item, middle, dumps(row, option=_NUMPY)[1:-1], _PROBA, dumps(float(p)), tail)
+            for item, (row, p) in enumerate(
+                zip(_feature_dicts(instances), probabilities, strict=True)
+            )
+        ]
+    )
+
+
+_second: tuple[int, bytes] = (-1, b"")
+_middles: dict[str, bytes] = {}
+
+
+def _iso(ts: float) -> bytes:
+    """`{"time":"` and the ISO 8601 UTC time with milliseconds; the date part is
+    formatted once a second."""
+    global _second
+    sec = int(ts // 1)
+    if _second[0] != sec:
+        text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (sec, b'{"time":"' + text.encode())
+    return _second[1] + _MS[min(999, int((ts - sec) * 1000))]
+
+
+def _middle(version: str) -> bytes:
+    middle = _middles.get(version)
+    if middle is None:
+        if len(_middles) > 64:  # versions come and go over a long-lived process
+            _middles.clear()
+        middle = _middles[version] = b',"model_version":%b,' % orjson.dumps(version)
+    return middle
 
 
 def _length(items: Any) -> int:

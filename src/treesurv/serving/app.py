@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
+from treesurv.monitoring.service import RequestLog, ServiceLog, drift_collector
 from treesurv.serving import errors, jit, oip, routes, survival_routes, variants, web
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, Instrument, SecurityHeaders
@@ -42,16 +43,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     state = ModelState(settings.model_dir, metrics)
+    # Monitoring (treesurv.monitoring.service): the prediction log and drift gauges.
+    predictions_log = ServiceLog(
+        settings.prediction_log_dir, metrics.registry, settings.prediction_log_queue
+    )
+    drift = drift_collector(settings.drift_report)
+    if drift is not None:
+        metrics.add_collector(drift)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jit.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
+        predictions_log.open()
         await run_in_threadpool(state.reload)
         state.start_watching(settings.watch_interval)
         try:
             yield
         finally:
             state.stop_watching()
+            # The server has let the requests in flight finish: write what they logged.
+            await run_in_threadpool(predictions_log.close)
 
     app = FastAPI(
         title="treesurv",
@@ -63,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.model = state
     app.state.openapi_max_days = None
+    app.state.prediction_log = predictions_log
     app.include_router(routes.hot)
     app.include_router(routes.router)
     app.include_router(oip.router)
@@ -135,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog, log=predictions_log)  # request ids, prediction log
     app.add_middleware(Instrument, metrics=metrics)
     return app
 

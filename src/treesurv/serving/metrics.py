@@ -20,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
@@ -96,6 +97,12 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._endpoints: dict[str, Any] = {}
         self._served: tuple[str, str] | None = None
+        self._collectors: list[Collector] = []
+
+    def add_collector(self, collector: Collector) -> None:
+        """A custom collector (e.g. the drift gauges), rendered in both modes."""
+        self.registry.register(collector)
+        self._collectors.append(collector)
 
     def request_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
         """The (counter, histogram) children of one label set, created once."""
@@ -135,5 +142,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             mp.MultiProcessCollector(registry)
+            for collector in self._collectors:
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__, schema
+from treesurv.monitoring.service import remember
 from treesurv.serving import errors
 from treesurv.serving.routes import _json, model_state, score, settings_of
 from treesurv.serving.schemas import ErrorResponse, Instance
@@ -324,6 +325,7 @@ async def _infer(
         return error_response(str(exc), exc.status)
     probabilities = await score(served.predictor, [i.__dict__ for i in instances])
     request.app.state.metrics.observe_predictions("v2", probabilities)
+    remember(request.scope, served.version, instances, probabilities)
     threshold = served.bundle.threshold
     data = {
         "death_probability": probabilities,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv import schema
+from treesurv.monitoring.service import remember
 from treesurv.predictor import FastPredictor
 from treesurv.serving import variants
 from treesurv.serving.schemas import (
@@ -226,6 +227,9 @@ async def predictions(request: Request) -> Response:
     metrics = request.app.state.metrics
     if model == variants.FULL and body.horizon_days is None:
         metrics.observe_predictions("v1", probabilities)
+        # The log holds the classifier's probabilities, comparable with the
+        # reference profile the drift check reads.
+        remember(request.scope, served.version, body.instances, probabilities)
     else:  # other models' probabilities stay out of the classifier's histogram
         metrics.predictions.labels(f"v1_{model}{'_horizon' if body.horizon_days else ''}").inc(
             len(probabilities)
@@ -250,6 +254,7 @@ async def predic(request: Request) -> Response:
     served = served_model(request)
     p = served.predictor.predict_one(body.__dict__)
     request.app.state.metrics.observe_predictions("v1_predic", (p,))
+    remember(request.scope, served.version, (body,), (p,))
     return _json({"Event": 1.0 if p >= served.bundle.threshold else 0.0})
 
 

@@ -3,13 +3,21 @@
 Each worker process builds its own app (`create_app`), so the bundle is verified
 and the Numba kernels compiled per process at startup, never on a first request.
 The settings reach the workers through the environment (`TREESURV_*`).
+
+On SIGTERM (or SIGINT) the server stops accepting connections, lets the requests
+in flight finish within `TREESURV_SHUTDOWN_GRACE` seconds, runs the app's shutdown
+(which flushes the prediction log) and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,9 +82,49 @@ def run(
             raise ValueError("uvicorn runs one worker here; use --server gunicorn for more")
         import uvicorn
 
-        uvicorn.run(APP_FACTORY, **uvicorn_options(host, port, access_log, log_level))
+        config = uvicorn.Config(
+            APP_FACTORY,
+            **uvicorn_options(host, port, access_log, log_level),
+            timeout_graceful_shutdown=_grace(),
+        )
+        _server_class()(config).run()
         return
-    _run_gunicorn(gunicorn_options(host, port, workers, access_log) | {"loglevel": log_level})
+    options = gunicorn_options(host, port, workers, access_log)
+    _run_gunicorn(options | {"loglevel": log_level, "graceful_timeout": _grace()})
+
+
+def _grace() -> int:
+    from treesurv.serving.settings import Settings
+
+    # uvicorn and gunicorn count the grace period in whole seconds.
+    return max(1, round(Settings().shutdown_grace))
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a graceful stop on SIGTERM exits 0.
+
+        uvicorn re-raises the signal after shutting down, so the process dies "by
+        SIGTERM" (exit status 143) even though every request was answered and the
+        app's shutdown ran; orchestrators and `treesurv serve`'s callers expect 0.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def _run_gunicorn(options: dict[str, Any]) -> None:

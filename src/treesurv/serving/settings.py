@@ -34,6 +34,29 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (none by default)."
     )
+    prediction_log_dir: Path | None = Field(
+        None,
+        description="Directory of the prediction log (JSON Lines, one line per scored "
+        "instance); unset or empty: no log. `make serve` sets logs/predictions.",
+    )
+    prediction_log_queue: int = Field(
+        10_000, ge=1, description="Requests the log queue holds before it drops (and counts)."
+    )
+    drift_report: Path | None = Field(
+        None, description="The drift job's drift.json, shown as gauges in /metrics."
+    )
+    shutdown_grace: float = Field(
+        20.0,
+        ge=0,
+        description="Seconds in-flight requests get to finish after SIGTERM before they "
+        "are cancelled; the prediction log is flushed after them.",
+    )
+
+    @field_validator("prediction_log_dir", "drift_report", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # TREESURV_PREDICTION_LOG_DIR= (empty) turns the log off.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key")
     @classmethod
