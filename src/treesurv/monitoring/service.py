@@ -1,12 +1,13 @@
 """The prediction log and the drift gauges, wired into the service.
 
-- `RequestLog`, a pure ASGI middleware: every HTTP request gets an id (the
-  client's `X-Request-ID` when it is a plain token, a new one otherwise), echoed
-  in the response's `X-Request-ID` header. A prediction route hands its validated
-  instances and probabilities over with `remember()` (one tuple in the request
-  scope, nothing else on the request path); once the answer has been sent the
-  middleware queues them in the prediction log with the whole request's latency.
-  The log's writer thread turns them into JSON Lines.
+- `RequestIds`: every HTTP request gets an id (the client's `X-Request-ID` when it
+  is a plain token, a new one otherwise), echoed in the response's `X-Request-ID`
+  header by the service's outermost middleware (`treesurv.serving.middleware.Edge`).
+  A prediction route hands its validated instances and probabilities over with
+  `remember()` (one tuple in the request scope, nothing else on the request path);
+  once the answer has been sent the middleware calls `hand_over()`, which queues
+  them in the prediction log with the whole request's latency. The log's writer
+  thread turns them into JSON Lines.
 - `ServiceLog`: the app's prediction log, opened in the lifespan and closed
   (everything queued written, the file closed) at shutdown, after the server has
   let the requests in flight finish.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from treesurv.monitoring.gauges import DriftCollector
 from treesurv.monitoring.predlog import PredictionLog
@@ -93,18 +94,16 @@ def remember(
     scope[_SCOPE_KEY] = (model_version, instances, probabilities)
 
 
-class RequestLog:
-    """Request ids on every HTTP answer; served predictions into the log."""
+class RequestIds:
+    """Request ids: the client's `X-Request-ID` when it is a plain token, a new one otherwise."""
 
-    def __init__(self, app: ASGIApp, log: ServiceLog) -> None:
-        self.app = app
-        self.log = log
+    def __init__(self) -> None:
         # Ids made here: a random prefix per process and a counter, unique across
         # workers and pods, and far cheaper than a uuid4 per request.
         self._prefix = f"{os.urandom(6).hex()}-"
         self._next = count(1).__next__
 
-    def request_id(self, scope: Scope) -> bytes:
+    def __call__(self, scope: Scope) -> bytes:
         for name, value in scope["headers"]:
             if name == HEADER:
                 if _VALID_ID.fullmatch(value):
@@ -112,30 +111,18 @@ class RequestLog:
                 break
         return f"{self._prefix}{self._next():x}".encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        rid = self.request_id(scope)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), (HEADER, rid)]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-        served = scope.get(_SCOPE_KEY)
-        plog = self.log.current
-        if served is not None and plog is not None:
-            latency = time.perf_counter() - start
-            version, instances, probabilities = served
-            plog.record(
-                rid.decode("ascii"),
-                version,
-                instances,
-                probabilities,
-                latency,
-                timestamp=time.time() - latency,  # the request's arrival
-            )
+def hand_over(log: ServiceLog, scope: Scope, request_id: bytes, latency: float) -> None:
+    """Once the answer is sent: queue what the route remembered (if anything)."""
+    served = scope.get(_SCOPE_KEY)
+    plog = log.current
+    if served is not None and plog is not None:
+        version, instances, probabilities = served
+        plog.record(
+            request_id.decode("ascii"),
+            version,
+            instances,
+            probabilities,
+            latency,
+            timestamp=time.time() - latency,  # the request's arrival
+        )

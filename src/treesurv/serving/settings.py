@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     drift_report: Path | None = Field(
         None, description="The drift job's drift.json, shown as gauges in /metrics."
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry instrumentation (to the globally "
+        "configured providers). Off by default: /metrics serves Prometheus, and the "
+        "hook checks the providers on every request.",
+    )
     shutdown_grace: float = Field(
         20.0,
         ge=0,
