@@ -96,3 +96,16 @@ def test_openapi_docs(client: TestClient) -> None:
     assert schemas["PredictionRequest"]["properties"]["instances"]["maxItems"] == 1000
     assert schemas["Instance"]["properties"]["Species"]["enum"] == list(schema.SPECIES)
     assert schemas["Instance"]["additionalProperties"] is False
+
+
+def test_opentelemetry_hook_is_a_setting(tmp_path: Path) -> None:
+    """FastAPI's native OpenTelemetry hook is off by default (it costs a lookup of the
+    global providers on every request) and `TREESURV_OPENTELEMETRY=true` turns it on."""
+    from treesurv.serving.app import create_app
+    from treesurv.serving.settings import Settings
+
+    # The config FastAPI keeps is private; it is the one thing this setting changes.
+    off = create_app(Settings(model_dir=tmp_path, watch_interval=0))
+    assert not any(off._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
+    on = create_app(Settings(model_dir=tmp_path, watch_interval=0, opentelemetry=True))
+    assert all(on._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
