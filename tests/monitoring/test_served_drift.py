@@ -5,7 +5,6 @@ are flagged, and nothing else; traffic resampled from the real data flags nothin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, run
+from tests.conftest import BIN
+from tests.monitoring.test_drift_cli import drift
 from tests.serving_process import free_port, request, running
 from treesurv import schema
 from treesurv.monitoring.logfile import read_log
@@ -74,28 +74,6 @@ def serve_traffic(bundle_dir: Path, log_dir: Path, cwd: Path, rows: list[dict[st
             sent += 1
     # `running` stopped the server with SIGTERM: the log is flushed.
     return sent
-
-
-def drift(cwd: Path, log: Path, bundle_dir: Path, out: Path) -> tuple[int, dict[str, Any], str]:
-    proc = run(
-        [
-            "treesurv",
-            "monitor",
-            "drift",
-            "--log",
-            str(log),
-            "--reference",
-            str(bundle_dir),
-            "--out",
-            str(out / "drift.json"),
-            "--html",
-            str(out / "drift.html"),
-        ],
-        cwd,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads((out / "drift.json").read_text()), proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
