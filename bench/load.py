@@ -83,11 +83,12 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], timeout: flo
     raise RuntimeError(f"server on port {port} not ready after {timeout:.0f}s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if the server has not exited within `timeout` seconds."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -26,7 +26,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results.json"
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench import load as http_load  # noqa: E402
 from treesurv import bundle, schema  # noqa: E402
 from treesurv.serving.schemas import rule_branches  # noqa: E402
 
@@ -98,20 +99,12 @@ class Server:
         return self.proc.pid
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve(
     model: Path, workdir: Path, env: dict[str, str] | None = None, ready: str = "/readyz"
 ) -> Iterator[Server]:
     """`treesurv serve` (one uvicorn worker) on a free loopback port until `ready` is 200."""
-    port = free_port()
+    port = http_load.free_port()
     log = workdir / f"server-{port}.log"
     cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model", str(model)]
@@ -134,13 +127,7 @@ def serve(
             time.sleep(0.2)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        http_load.stop(proc, timeout=30)
 
 
 def rss_bytes(pid: int) -> int:
