@@ -314,3 +314,34 @@ def test_a_reload_swaps_all_four_models_together(
     assert client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
     assert client.post("/v1/survival", json={"instances": [schema.EXAMPLE]}).status_code == 501
     post(client, "/v1/predictions", {"instances": [DESIGN_EXAMPLE]}, 422)
+
+
+def test_predictions_are_counted_by_model_and_kept_out_of_the_histogram(
+    four: TestClient,
+) -> None:
+    post(four, "/v1/predictions", {"instances": [schema.EXAMPLE] * 2})
+    post(four, "/v1/predictions", {"instances": [DESIGN_EXAMPLE] * 3})
+    post(four, "/v1/predictions", {"instances": [schema.EXAMPLE], "horizon_days": 0})
+    post(four, "/v1/predictions", {"instances": [DESIGN_EXAMPLE], "horizon_days": 60})
+    post(four, "/v1/survival", {"instances": [schema.EXAMPLE] * 4})
+    post(four, "/v1/compare", {"instance": DESIGN_EXAMPLE, "vary": "Soil"})
+    text = four.get("/metrics").text
+
+    def sample(name: str, **labels: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    counted = {
+        e: sample("treesurv_predictions_total", endpoint=e)
+        for e in ("v1", "v1_planning", "v1_full_horizon", "v1_planning_horizon")
+    }
+    # A horizon of day 0 is a horizon: counted with the survival answers.
+    assert counted == {"v1": 2, "v1_planning": 3, "v1_full_horizon": 1, "v1_planning_horizon": 1}
+    assert sample("treesurv_predictions_total", endpoint="v1_survival_full") == 4
+    assert sample("treesurv_predictions_total", endpoint="v1_compare_planning") == len(
+        schema.FEATURES_BY_NAME["Soil"].categories
+    )
+    # Only the full classifier's probabilities are in the histogram.
+    assert sample("treesurv_predicted_death_probability_count") == 2

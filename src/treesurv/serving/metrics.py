@@ -120,11 +120,16 @@ class Metrics:
         histogram.observe(seconds)
 
     def observe_predictions(self, endpoint: str, probabilities: Iterable[float]) -> None:
+        """Count the full classifier's predictions and add them to its histogram."""
         observe = self.death_probability.observe
         n = 0
         for p in probabilities:
             observe(p)
             n += 1
+        self.count_predictions(endpoint, n)
+
+    def count_predictions(self, endpoint: str, n: int) -> None:
+        """Count predictions only (other models' probabilities stay out of the histogram)."""
         counter = self._endpoints.get(endpoint)
         if counter is None:
             counter = self._endpoints[endpoint] = self.predictions.labels(endpoint)

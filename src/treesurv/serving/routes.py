@@ -221,8 +221,11 @@ async def predictions(request: Request) -> Response:
         probabilities = await score(variants.classifier(served, model), rows)
     else:
         payload["horizon_days"] = body.horizon_days
-        probabilities = await run_in_threadpool(
-            variants.death_by, served, model, rows, body.horizon_days
+        args = (served, model, rows, body.horizon_days)
+        probabilities = (
+            variants.death_by(*args)
+            if len(rows) < THREADPOOL_MIN_ROWS
+            else await run_in_threadpool(variants.death_by, *args)
         )
     metrics = request.app.state.metrics
     if model == variants.FULL and body.horizon_days is None:
@@ -231,9 +234,8 @@ async def predictions(request: Request) -> Response:
         # reference profile the drift check reads.
         remember(request.scope, served.version, body.instances, probabilities)
     else:  # other models' probabilities stay out of the classifier's histogram
-        metrics.predictions.labels(f"v1_{model}{'_horizon' if body.horizon_days else ''}").inc(
-            len(probabilities)
-        )
+        horizon = "_horizon" if body.horizon_days is not None else ""
+        metrics.count_predictions(f"v1_{model}{horizon}", len(probabilities))
     payload["predictions"] = prediction_items(probabilities, served.bundle.threshold)
     return _json(payload)
 

@@ -112,7 +112,7 @@ async def survival(request: Request) -> Response:
 
     surv, median = curves() if len(rows) < THREADPOOL_MIN_ROWS else await run_in_threadpool(curves)
     day_list = days.tolist()
-    request.app.state.metrics.predictions.labels(f"v1_survival_{model}").inc(len(rows))
+    request.app.state.metrics.count_predictions(f"v1_survival_{model}", len(rows))
     return _json(
         {
             "model_version": served.version,
@@ -288,7 +288,7 @@ async def compare(request: Request) -> Response:
     best = min(valid, key=lambda it: it["death_probability"]) if valid else None
     if best is not None:
         best["best"] = True
-    request.app.state.metrics.predictions.labels(f"v1_compare_{model}").inc(len(rows))
+    request.app.state.metrics.count_predictions(f"v1_compare_{model}", len(rows))
     return _json(
         {
             "model_version": served.version,
