@@ -186,7 +186,7 @@ class LogStats:
 # One queued request: (arrival time, number of instances, request id, model
 # version, latency in seconds, the request as JSON bytes, the probability of a
 # single instance as a float or those of several as a JSON array in bytes).
-_Entry = tuple[float, int, str, str, float, bytes, float | bytes]
+Entry = tuple[float, int, str, str, float, bytes, float | bytes]
 # Instance classes (the API's validated models) whose fields are exactly the schema's
 # features in schema order: their `vars()` is encoded as it is.
 _PLAIN: dict[type, bool] = {}
@@ -210,27 +210,44 @@ class PredictionLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         retain_seconds: float | None = None,
+        process: bool = True,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        if sink is None:
-            if directory is None:
-                raise ValueError("PredictionLog needs a directory or a sink")
-            sink = RotatingJsonlSink(
+        from treesurv.monitoring.logwriter import ProcessWriter, ThreadWriter, Writer
+
+        if max_queue < 1 or max_queue_bytes < 1:
+            raise ValueError("max_queue and max_queue_bytes must be at least 1")
+        if max_bytes < 1 or max_age_seconds <= 0:
+            raise ValueError("max_bytes and max_age_seconds must be positive")
+        self.writer: Writer
+        if sink is not None:
+            self.writer = ThreadWriter(sink)
+        elif directory is None:
+            raise ValueError("PredictionLog needs a directory or a sink")
+        elif process:
+            self.writer = ProcessWriter(
                 directory,
                 max_bytes=max_bytes,
                 max_age_seconds=max_age_seconds,
                 retain_seconds=retain_seconds,
             )
-        if max_queue < 1 or max_queue_bytes < 1:
-            raise ValueError("max_queue and max_queue_bytes must be at least 1")
-        self.sink = sink
+        else:
+            self.writer = ThreadWriter(
+                RotatingJsonlSink(
+                    directory,
+                    max_bytes=max_bytes,
+                    max_age_seconds=max_age_seconds,
+                    retain_seconds=retain_seconds,
+                )
+            )
+        self.directory = None if directory is None else Path(directory)
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         # Bytes queued = added - removed; each total has one writer (the request
         # path, the writer thread), so neither update can be lost to the other.
         self._bytes_added = self._bytes_removed = 0
         self.flush_interval = flush_interval
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[Entry] = deque()
         self._high_water = max(1, max_queue // 2)
         self._wake = threading.Event()
         self._closed = False
@@ -239,6 +256,7 @@ class PredictionLog:
         self._logged = self._dropped = self._errors = 0
         self._failing = False  # the sink's last write failed (logged once per streak)
         self._lost_in_streak = 0
+        self._close_timeout = 10.0
         self.logged_total = Counter(
             LOGGED_METRIC, "Predictions written to the prediction log.", registry=registry
         )
@@ -322,14 +340,15 @@ class PredictionLog:
             closing = self._closed
             try:
                 self._drain()
+                while closing and self._queue:
+                    self._drain()
             except Exception:  # pragma: no cover - a bug here must not stop the thread
                 log.exception("prediction log: writer error")
             if closing:
                 break
-        try:
-            self.sink.close()
-        except OSError as exc:
-            self._report_error(0, exc)
+        error = self.writer.close(self._close_timeout)
+        if error:
+            log.error("prediction log: %s", error)
 
     def _drain(self) -> None:
         self._busy = True
@@ -339,43 +358,42 @@ class PredictionLog:
             self._busy = False
 
     def _drain_queue(self) -> None:
+        # What was queued when the writer woke, not what arrives meanwhile: one
+        # batch per wake-up, not a trickle of small ones (each costs a pipe round
+        # trip and GIL hand-offs with the request path).
         queue = self._queue
-        while queue:
-            chunks: list[bytes] = []
-            size = n = 0
-            while queue and size < _MAX_WRITE:
+        pending = len(queue)
+        while pending > 0:
+            batch: list[Entry] = []
+            size = 0
+            while pending > 0 and size < _MAX_WRITE:
                 entry = queue.popleft()
-                try:
-                    data = encode_line(entry)
-                except Exception:  # whatever the caller passed, the writer must go on
-                    log.warning("prediction log: an entry could not be encoded; dropped")
-                    self._drop(entry[1])
-                    continue
-                finally:
-                    self._bytes_removed += len(entry[5])
-                chunks.append(data)
-                size += len(data)
-                n += entry[1]
-            if not chunks:
-                continue
-            data = b"".join(chunks)
-            try:
-                self.sink.write((data,))
-            except OSError as exc:
-                self._report_error(n, exc)
-                continue
-            if self._failing:
-                self._failing = False
+                pending -= 1
+                batch.append(entry)
+                size += len(entry[5])
+            self._bytes_removed += size
+            outcome = self.writer.write(batch)
+            if outcome.unencodable:
                 log.warning(
-                    "prediction log: writing again to %s; %d prediction(s) were lost",
-                    getattr(self.sink, "directory", "the sink"),
-                    self._lost_in_streak,
+                    "prediction log: %d prediction(s) could not be encoded; dropped",
+                    outcome.unencodable,
                 )
-            with self._lock:
-                self._logged += n
-            self.logged_total.inc(n)
+                self._drop(outcome.unencodable)
+            if outcome.lost or outcome.error:
+                self._report_error(outcome.lost, outcome.error or "unknown error")
+            if outcome.written:
+                if self._failing:
+                    self._failing = False
+                    log.warning(
+                        "prediction log: writing again to %s; %d prediction(s) were lost",
+                        self.directory or "the sink",
+                        self._lost_in_streak,
+                    )
+                with self._lock:
+                    self._logged += outcome.written
+                self.logged_total.inc(outcome.written)
 
-    def _report_error(self, n: int, exc: OSError) -> None:
+    def _report_error(self, n: int, error: str) -> None:
         with self._lock:
             self._errors += n
         self.write_errors_total.inc(n)
@@ -386,7 +404,7 @@ class PredictionLog:
             log.error(
                 "prediction log: cannot write (%s); predictions are still served, the "
                 "lost ones are counted in %s (logged again when writing resumes)",
-                exc,
+                error,
                 ERRORS_METRIC,
             )
         self._lost_in_streak += n
@@ -405,6 +423,7 @@ class PredictionLog:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop accepting entries, write everything queued, close the file."""
+        self._close_timeout = timeout
         self._closed = True
         self._wake.set()
         self._thread.join(timeout)
@@ -431,7 +450,7 @@ _MS: list[bytes] = [b".%03dZ" % i for i in range(1000)]
 _MAX_WRITE = 4 * 1024 * 1024
 
 
-def encode_line(entry: _Entry) -> bytes:
+def encode_line(entry: Entry) -> bytes:
     """The JSON line of one queued request (see `PredictionLog.record`)."""
     ts, _, request_id, version, latency, request, proba = entry
     if b"\n" in request or b"\r" in request:
