@@ -8,8 +8,8 @@ per logged line) and with batches of 100. The figure is throughput with the log
 divided by throughput without it; the issue's target is a loss under 5%.
 Because the machine is shared, each run also records the server's CPU time per
 request (user + system, from /proc, the log writer process included), which other
-load disturbs far less than requests/s. Afterwards the log is checked against the server's counters: every prediction
-answered was written, none dropped.
+load disturbs far less than requests/s. Afterwards the log is checked against the
+server's counters: every prediction answered was written, none dropped.
 
     .venv/bin/python bench/log_overhead.py [--rounds 5] [--duration 8] [--connections 16]
 

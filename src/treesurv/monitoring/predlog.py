@@ -6,12 +6,18 @@ answer has been sent). A request is logged as **one line**, built from bytes the
 service already has: the request body as received (validated, so exactly the
 values the model saw) and the probabilities. Nothing is re-encoded per instance:
 logging one line per instance cost ~3 µs an instance (an orjson dict each), 11%
-of a batch request's throughput; this costs a few µs a request whatever its size.
-Nothing queued keeps the request's objects alive either: an entry is a flat tuple
-of strings, numbers and bytes, which the garbage collector stops tracking at its
-first pass (holding the validated models made it run every few requests). A
-background thread wakes every 50 ms, splices the queued entries into lines and
-appends them to rotating files in one write.
+of a batch request's throughput. Nothing queued keeps the request's objects alive
+either: an entry is a flat tuple of strings, numbers and bytes, which the garbage
+collector stops tracking at its first pass (holding the validated models made it
+run every few requests).
+
+A background thread wakes every 50 ms and hands what was queued, as one batch, to
+a writer (`treesurv.monitoring.logwriter`): by default a **writer process** that
+encodes the lines and appends them to rotating files, so encoding and file I/O
+(~4 µs a request, and the GIL hand-offs that came with them, together 5-6% of a
+single-instance request's throughput) leave the server's interpreter; the server
+only copies the batch to a pipe. With `process=False` (or a custom `sink`) a
+thread of this process does it.
 
 A full queue drops the entry and counts it; a failing disk (full, read-only,
 gone) is counted, logged once when it starts failing (and once when it

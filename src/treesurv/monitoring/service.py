@@ -44,10 +44,18 @@ _SCOPE_KEY = "treesurv.predictions"
 class ServiceLog:
     """The prediction log of one app: `current` is None while closed or disabled."""
 
-    def __init__(self, directory: Path | None, registry: CollectorRegistry, max_queue: int) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        registry: CollectorRegistry,
+        max_queue: int,
+        *,
+        process: bool = True,
+    ) -> None:
         self.directory = directory
         self.registry = registry
         self.max_queue = max_queue
+        self.process = process
         self.current: PredictionLog | None = None
 
     def open(self) -> None:
@@ -56,9 +64,10 @@ class ServiceLog:
         # Never raises for a bad directory: the sink creates it on first write,
         # and a failure there is counted and logged without touching requests.
         self.current = PredictionLog(
-            self.directory, max_queue=self.max_queue, registry=self.registry
+            self.directory, max_queue=self.max_queue, process=self.process, registry=self.registry
         )
-        log.info("prediction log: writing to %s", self.directory)
+        writer = "a writer process" if self.process else "a thread"
+        log.info("prediction log: writing to %s (by %s)", self.directory, writer)
 
     def close(self, timeout: float = 10.0) -> None:
         plog, self.current = self.current, None
