@@ -68,9 +68,12 @@ DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_SECONDS = 3600.0
-# The writer drains the queue this often: a short interval keeps the queued entries
-# few and cache-warm (measured: 0.25 s and 1 s cost the request path more).
+# The writer drains the queue this often. Encoding in a thread of the server: a short
+# interval keeps the queued entries few and cache-warm (0.25 s and 1 s cost the
+# request path more). Shipping to the writer process: fewer, larger batches cost
+# the server less (measured in process: 0.2 s ~5 µs a request, 0.05 s ~6.7 µs).
 DEFAULT_FLUSH_INTERVAL = 0.05
+PROCESS_FLUSH_INTERVAL = 0.2
 # File sequence numbers, shared by every sink of the process so names never collide.
 _FILE_SEQ = itertools.count(1)
 
@@ -212,7 +215,7 @@ class PredictionLog:
         sink: Sink | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
-        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        flush_interval: float | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         retain_seconds: float | None = None,
@@ -252,6 +255,12 @@ class PredictionLog:
         # Bytes queued = added - removed; each total has one writer (the request
         # path, the writer thread), so neither update can be lost to the other.
         self._bytes_added = self._bytes_removed = 0
+        if flush_interval is None:
+            flush_interval = (
+                PROCESS_FLUSH_INTERVAL
+                if isinstance(self.writer, ProcessWriter)
+                else DEFAULT_FLUSH_INTERVAL
+            )
         self.flush_interval = flush_interval
         self._queue: deque[Entry] = deque()
         self._high_water = max(1, max_queue // 2)
