@@ -194,7 +194,7 @@ class LogStats:
 
 # One queued request: (arrival time, number of instances, request id, model
 # version, latency in seconds, the request as JSON bytes, the probability of a
-# single instance as a float or those of several as a JSON array in bytes).
+# single instance as a float or those of several as their float64 bytes).
 Entry = tuple[float, int, str, str, float, bytes, float | bytes]
 # Instance classes (the API's validated models) whose fields are exactly the schema's
 # features in schema order: their `vars()` is encoded as it is.
@@ -327,10 +327,10 @@ class PredictionLog:
                 self._drop(n)
                 return False
             self._bytes_added += size
-            # One float stays a float (the writer formats it); several become one
-            # bytes object now, so the queue keeps no list alive. `array` refuses
-            # anything that is not a number.
-            proba = float(probabilities[0]) if n == 1 else dumps(array("d", probabilities).tolist())
+            # One float stays a float; several become their float64 bytes, so the
+            # queue keeps no list alive (`array` refuses anything not a number).
+            # The writer formats them.
+            proba = float(probabilities[0]) if n == 1 else array("d", probabilities).tobytes()
             self._queue.append(
                 (ts, n, request_id, model_version, float(latency_seconds), request, proba)
             )
@@ -483,10 +483,17 @@ def encode_line(entry: Entry) -> bytes:
             b',"request":',
             request,
             b',"death_probability":',
-            proba if isinstance(proba, bytes) else b"[%b]" % dumps(proba),
+            _probabilities(proba),
             b"}\n",
         )
     )
+
+
+def _probabilities(proba: float | bytes) -> bytes:
+    """The JSON array of an entry's probabilities (one float, or float64 bytes)."""
+    if isinstance(proba, bytes):
+        return dumps(array("d", proba).tolist())
+    return b"[%b]" % dumps(proba)
 
 
 def encode_instances(instances: Sequence[Any], n: int) -> bytes:
