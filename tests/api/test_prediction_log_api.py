@@ -166,7 +166,11 @@ def test_full_disk_keeps_predictions_working(
         return open("/dev/full", "wb")  # every write fails with a real ENOSPC
 
     monkeypatch.setattr(RotatingJsonlSink, "_open", dev_full)
-    with app_client(bundle_v1, prediction_log_dir=tmp_path) as client:
+    # The sink runs in this process (the thread writer) to be patched; the writer
+    # process meets a failing disk the same way (tests/monitoring/test_log_writer.py).
+    with app_client(
+        bundle_v1, prediction_log_dir=tmp_path, prediction_log_writer="thread"
+    ) as client:
         problems = failing_log(client, caplog, 25)
         # The disk is freed: logging resumes by itself, and says so once.
         monkeypatch.undo()

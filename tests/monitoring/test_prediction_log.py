@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from treesurv import schema
-from treesurv.monitoring.logfile import COLUMNS, read_log
-from treesurv.monitoring.predlog import PredictionLog, RotatingJsonlSink
+from treesurv.monitoring.logfile import COLUMNS, read_log, rows_of
+from treesurv.monitoring.predlog import LINE_FIELDS, PredictionLog, RotatingJsonlSink
 
 ACER = {**schema.EXAMPLE, "Species": "Acer saccharum", "EMF": None}
 
@@ -26,10 +26,21 @@ def instances(n: int, **over: Any) -> list[dict[str, Any]]:
 
 
 def lines_in(directory: Path) -> list[dict[str, Any]]:
+    """The log's lines: one per request."""
     out = []
     for path in sorted(directory.glob("predictions-*.jsonl")):
         out += [json.loads(line) for line in path.read_text().splitlines()]
     return out
+
+
+def rows_in(directory: Path) -> list[dict[str, Any]]:
+    """The log's instances, as the reader sees them: one row per scored instance."""
+    rows = []
+    for line in lines_in(directory):
+        got = rows_of(line)
+        assert got is not None, line
+        rows += got
+    return rows
 
 
 def counter(registry: CollectorRegistry, name: str) -> float:
@@ -45,12 +56,18 @@ def test_records_every_prediction_as_json_lines(tmp_path: Path) -> None:
     assert plog.record("req-1", "1.2.0", instances(3), [0.1, 0.2, 0.3], 0.0042, timestamp=t0)
     assert plog.record("req-2", "1.2.0", [ACER, {**ACER, "EMF": float("nan")}], [0.5, 0.6], 0.001)
     plog.close()
-    rows = lines_in(tmp_path / "log")
+    lines = lines_in(tmp_path / "log")
+    assert [line["request_id"] for line in lines] == ["req-1", "req-2"]  # one line a request
+    assert [list(line) for line in lines] == [list(LINE_FIELDS)] * 2  # the documented order
+    assert lines[0]["time"] == "2026-03-01T12:00:00.250Z"
+    assert lines[0]["model_version"] == "1.2.0" and lines[0]["latency_ms"] == 4.2
+    assert lines[0]["death_probability"] == [0.1, 0.2, 0.3]
+    assert [list(i) for i in lines[0]["request"]["instances"]] == [list(schema.FEATURE_NAMES)] * 3
+    rows = rows_in(tmp_path / "log")
     assert [r["request_id"] for r in rows] == ["req-1"] * 3 + ["req-2"] * 2
     assert [r["item"] for r in rows] == [0, 1, 2, 0, 1]
-    assert list(rows[0]) == list(COLUMNS)  # the documented field order
-    assert rows[0]["time"] == "2026-03-01T12:00:00.250Z"
-    assert rows[0]["model_version"] == "1.2.0" and rows[0]["latency_ms"] == 4.2
+    assert [list(r) for r in rows] == [list(COLUMNS)] * 5
+    assert [r["latency_ms"] for r in rows[:3]] == [4.2] * 3  # the request's, on each row
     assert [r["AMF"] for r in rows[:3]] == [0.0, 1.0, 2.0]
     assert [r["death_probability"] for r in rows] == [0.1, 0.2, 0.3, 0.5, 0.6]
     assert rows[3]["EMF"] is None and rows[4]["EMF"] is None  # NaN is written as null
@@ -90,7 +107,7 @@ def test_full_queue_drops_and_counts_without_blocking() -> None:
     assert counter(registry, "treesurv_prediction_log_dropped_total") == 6
     sink.release.set()
     plog.close()
-    assert sink.data.count(b"\n") == 1 + 5 * 2
+    assert sink.data.count(b"\n") == 1 + 5  # one line a request
     assert plog.stats().logged == 11
     assert not plog.record("late", "1.0.0", instances(1), [0.1], 0.001)  # closed: dropped
     assert plog.stats().dropped == 7
@@ -110,7 +127,7 @@ def test_unwritable_directory_is_counted_and_recovers(tmp_path: Path) -> None:
     blocker.mkdir()
     assert plog.record("b", "1.0.0", instances(2), [0.2] * 2, 0.001)
     plog.close()
-    assert [r["request_id"] for r in lines_in(blocker / "log")] == ["b", "b"]
+    assert [r["request_id"] for r in rows_in(blocker / "log")] == ["b", "b"]
     assert plog.stats().logged == 2 and plog.stats().write_errors == 4
 
 
@@ -197,34 +214,59 @@ def test_two_logs_in_one_directory_never_collide(tmp_path: Path) -> None:
 
 def test_bad_entries_never_raise(tmp_path: Path) -> None:
     plog = PredictionLog(tmp_path)
-    # Each request is encoded by record(): a bad entry is refused at once and counted.
+    # Each request is checked by record(): a bad entry is refused at once and counted
+    # (by its number of probabilities).
     assert not plog.record("x", "1.0.0", None, [0.1], 0.001)  # type: ignore[arg-type]
     assert not plog.record("y", "1.0.0", instances(2), [0.1], 0.001)  # lengths differ
     assert not plog.record("z", "1.0.0", [{**schema.EXAMPLE, "AMF": object()}], [0.1], 0.001)
     assert plog.record("ok", "1.0.0", instances(1), [0.1], 0.001)
     assert not plog.record("b", "1.0.0", instances(9), [0.1] * 8, 0.001)
     assert not plog.record("p", "1.0.0", instances(2), [0.1, "high"], 0.001)  # type: ignore[list-item]
+    assert not plog.record("e", "1.0.0", b'{"instances":[]}', [], 0.001)  # nothing scored
     assert plog.record("batch", "1.0.0", instances(9), [0.1] * 9, 0.001)
     plog.close()
-    rows = lines_in(tmp_path)
+    rows = rows_in(tmp_path)
     assert [r["request_id"] for r in rows] == ["ok"] + ["batch"] * 9
     assert [r["item"] for r in rows[1:]] == list(range(9))
-    assert plog.stats().dropped == 1 + 2 + 1 + 9 + 2 and plog.stats().logged == 10
+    assert plog.stats().dropped == 1 + 1 + 1 + 8 + 2 and plog.stats().logged == 10
 
 
-def test_strings_with_braces_are_encoded_exactly(tmp_path: Path) -> None:
-    # A batch is encoded in one call and cut between objects; a string holding
-    # "},{" must not be cut (the API's validated values never hold one).
-    odd = [{**schema.EXAMPLE, "Species": 'a},{"b'}, {**schema.EXAMPLE, "Soil": "{"}, ACER]
+def test_a_request_body_is_logged_as_received_on_one_line(tmp_path: Path) -> None:
+    # The API hands over the validated body: pretty-printed JSON (line breaks between
+    # tokens) still makes one line, and odd strings survive exactly.
+    odd = [{**schema.EXAMPLE, "Species": 'a},{"b\n'}, {**schema.EXAMPLE, "Soil": "{"}, ACER]
+    body = json.dumps({"instances": odd, "horizon_days": None}, indent=2).encode()
+    assert body.count(b"\n") > 30
     plog = PredictionLog(tmp_path)
-    assert plog.record('id"},{', "1.0.0", odd, [0.1, 0.2, 0.3], 0.001)
+    assert plog.record('id"},{', "1.0.0", body.replace(b"\n", b"\r\n"), [0.1, 0.2, 0.3], 0.001)
     plog.close()
-    rows = lines_in(tmp_path)
-    assert [r["Species"] for r in rows] == ['a},{"b', "Quercus rubra", "Acer saccharum"]
+    (line,) = lines_in(tmp_path)
+    assert line["request"] == {"instances": odd, "horizon_days": None}
+    rows = rows_in(tmp_path)
+    assert [r["Species"] for r in rows] == ['a},{"b\n', "Quercus rubra", "Acer saccharum"]
     assert [r["Soil"] for r in rows][1] == "{"
     assert [r["item"] for r in rows] == [0, 1, 2]
     assert {r["request_id"] for r in rows} == {'id"},{'}
-    assert [list(r) for r in rows] == [list(COLUMNS)] * 3
+    assert [r["death_probability"] for r in rows] == [0.1, 0.2, 0.3]
+
+
+def test_queued_bytes_are_bounded() -> None:
+    sink = BlockingSink()
+    body = b'{"instances":[%b]}' % json.dumps(schema.EXAMPLE).encode()
+    plog = PredictionLog(sink=sink, max_queue_bytes=len(body) * 7 // 2, flush_interval=0.01)
+    assert plog.record("first", "1.0.0", body, [0.1], 0.001)
+    deadline = time.monotonic() + 5
+    while plog.stats().queued and time.monotonic() < deadline:
+        time.sleep(0.005)  # the writer took the first entry and is stuck in write()
+    results = [plog.record(f"r{i}", "1.0.0", body, [0.2], 0.001) for i in range(5)]
+    assert results == [True] * 3 + [False] * 2  # room for 3.5 bodies
+    sink.release.set()
+    plog.flush()
+    # Written bodies free their room.
+    assert plog.record("later", "1.0.0", body, [0.3], 0.001)
+    plog.close()
+    assert sink.data.count(b"\n") == 1 + 3 + 1
+    assert plog.stats().dropped == 2
 
 
 def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:
@@ -243,3 +285,20 @@ def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:
     assert read.frame["Light_ISF"].dtype == float
     until = read_log(tmp_path, until=datetime(2026, 5, 2, tzinfo=UTC)).frame
     assert until["request_id"].tolist() == ["d0"]
+
+
+def test_read_log_reads_the_older_one_line_per_instance_files(tmp_path: Path) -> None:
+    old = {"time": "2026-04-01T00:00:00.000Z", "request_id": "old", "item": 0,
+           "model_version": "0.9.0", **schema.EXAMPLE, "death_probability": 0.4,
+           "latency_ms": 1.5}  # fmt: skip
+    (tmp_path / "predictions-20260401T000000Z-host-1-0001.jsonl").write_text(
+        json.dumps(old) + "\n" + json.dumps({**old, "item": 1, "request": [1, 2]}) + "\n"
+    )
+    plog = PredictionLog(tmp_path)
+    plog.record("new", "1.0.0", instances(2), [0.1, 0.2], 0.002)
+    plog.close()
+    read = read_log(tmp_path)
+    assert read.frame["request_id"].tolist() == ["old", "new", "new"]
+    assert read.frame["death_probability"].tolist() == [0.4, 0.1, 0.2]
+    assert read.frame["Light_ISF"].tolist() == [schema.EXAMPLE["Light_ISF"]] * 3
+    assert read.bad_lines == 1  # a "request" that is not an object of instances

@@ -1,7 +1,11 @@
 """Reading the prediction log back (for drift checks and audits).
 
-Lines that are not complete JSON objects — the last line of a file still being
-written, or one cut by a full disk — are skipped and counted, never fatal.
+The log holds one line per request (see `treesurv.monitoring.predlog`); the frame
+read from it has one row per scored instance, `COLUMNS`. Lines that are not
+complete JSON objects of that shape — the last line of a file still being
+written, or one cut by a full disk — are skipped and counted, never fatal. Files
+written before the log went to one line per request (one line per instance, the
+features at the top level) are read too.
 """
 
 from __future__ import annotations
@@ -75,10 +79,11 @@ def read_log(
             except ValueError:
                 bad += 1
                 continue
-            if not isinstance(row, dict) or "time" not in row or "death_probability" not in row:
+            got = rows_of(row)
+            if got is None:
                 bad += 1
                 continue
-            rows.append(row)
+            rows += got
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"], utc=True, errors="coerce")
     bad += int(frame["time"].isna().sum())
@@ -91,6 +96,38 @@ def read_log(
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
     return LogRead(frame, used, bad)
+
+
+def rows_of(line: Any) -> list[dict[str, Any]] | None:
+    """The instance rows of one log line; None when it is not a log line."""
+    if not isinstance(line, dict) or "time" not in line or "death_probability" not in line:
+        return None
+    request = line.get("request")
+    if request is None:  # the older format: already one instance
+        return [line]
+    instances = request.get("instances") if isinstance(request, dict) else None
+    probabilities = line["death_probability"]
+    if (
+        not isinstance(instances, list)
+        or not isinstance(probabilities, list)
+        or len(instances) != len(probabilities)
+        or not all(isinstance(i, dict) for i in instances)
+    ):
+        return None
+    time, request_id, version = line["time"], line.get("request_id"), line.get("model_version")
+    latency = line.get("latency_ms")
+    return [
+        {
+            "time": time,
+            "request_id": request_id,
+            "item": item,
+            "model_version": version,
+            **{name: instance.get(name) for name in schema.FEATURE_NAMES},
+            "death_probability": p,
+            "latency_ms": latency,
+        }
+        for item, (instance, p) in enumerate(zip(instances, probabilities, strict=True))
+    ]
 
 
 def _utc(value: datetime) -> datetime:

@@ -3,11 +3,11 @@
 - `RequestIds`: every HTTP request gets an id (the client's `X-Request-ID` when it
   is a plain token, a new one otherwise), echoed in the response's `X-Request-ID`
   header by the service's outermost middleware (`treesurv.serving.middleware.Edge`).
-  A prediction route hands its validated instances and probabilities over with
-  `remember()` (one tuple in the request scope, nothing else on the request path);
-  once the answer has been sent the middleware calls `hand_over()`, which queues
-  them in the prediction log with the whole request's latency. The log's writer
-  thread turns them into JSON Lines.
+  A prediction route hands its request (the validated body as received, or the
+  validated instances) and probabilities over with `remember()` (one tuple in the
+  request scope, nothing else on the request path); once the answer has been sent
+  the middleware calls `hand_over()`, which queues them in the prediction log with
+  the whole request's latency. The log's writer thread turns them into JSON Lines.
 - `ServiceLog`: the app's prediction log, opened in the lifespan and closed
   (everything queued written, the file closed) at shutdown, after the server has
   let the requests in flight finish.
@@ -44,10 +44,18 @@ _SCOPE_KEY = "treesurv.predictions"
 class ServiceLog:
     """The prediction log of one app: `current` is None while closed or disabled."""
 
-    def __init__(self, directory: Path | None, registry: CollectorRegistry, max_queue: int) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        registry: CollectorRegistry,
+        max_queue: int,
+        *,
+        process: bool = True,
+    ) -> None:
         self.directory = directory
         self.registry = registry
         self.max_queue = max_queue
+        self.process = process
         self.current: PredictionLog | None = None
 
     def open(self) -> None:
@@ -56,9 +64,10 @@ class ServiceLog:
         # Never raises for a bad directory: the sink creates it on first write,
         # and a failure there is counted and logged without touching requests.
         self.current = PredictionLog(
-            self.directory, max_queue=self.max_queue, registry=self.registry
+            self.directory, max_queue=self.max_queue, process=self.process, registry=self.registry
         )
-        log.info("prediction log: writing to %s", self.directory)
+        writer = "a writer process" if self.process else "a thread"
+        log.info("prediction log: writing to %s (by %s)", self.directory, writer)
 
     def close(self, timeout: float = 10.0) -> None:
         plog, self.current = self.current, None
@@ -88,10 +97,15 @@ def drift_collector(path: Path | None) -> DriftCollector | None:
 
 
 def remember(
-    scope: Scope, model_version: str, instances: Sequence[Any], probabilities: Sequence[float]
+    scope: Scope,
+    model_version: str,
+    request: bytes | Sequence[Any],
+    probabilities: Sequence[float],
 ) -> None:
-    """Called by a prediction route: what to log once the answer is sent."""
-    scope[_SCOPE_KEY] = (model_version, instances, probabilities)
+    """Called by a prediction route: what to log once the answer is sent. `request`
+    is a validated `{"instances": [...]}` body as received, or the validated
+    instances (see `PredictionLog.record`)."""
+    scope[_SCOPE_KEY] = (model_version, request, probabilities)
 
 
 class RequestIds:
@@ -117,11 +131,11 @@ def hand_over(log: ServiceLog, scope: Scope, request_id: bytes, latency: float) 
     served = scope.get(_SCOPE_KEY)
     plog = log.current
     if served is not None and plog is not None:
-        version, instances, probabilities = served
+        version, request, probabilities = served
         plog.record(
             request_id.decode("ascii"),
             version,
-            instances,
+            request,
             probabilities,
             latency,
             timestamp=time.time() - latency,  # the request's arrival

@@ -45,7 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = ModelState(settings.model_dir, metrics)
     # Monitoring (treesurv.monitoring.service): the prediction log and drift gauges.
     predictions_log = ServiceLog(
-        settings.prediction_log_dir, metrics.registry, settings.prediction_log_queue
+        settings.prediction_log_dir,
+        metrics.registry,
+        settings.prediction_log_queue,
+        process=settings.prediction_log_writer == "process",
     )
     drift = drift_collector(settings.drift_report)
     if drift is not None:

@@ -231,8 +231,9 @@ async def predictions(request: Request) -> Response:
     if model == variants.FULL and body.horizon_days is None:
         metrics.observe_predictions("v1", probabilities)
         # The log holds the classifier's probabilities, comparable with the
-        # reference profile the drift check reads.
-        remember(request.scope, served.version, body.instances, probabilities)
+        # reference profile the drift check reads, and the body as received:
+        # validated, strict and closed, it holds exactly the values scored.
+        remember(request.scope, served.version, await request.body(), probabilities)
     else:  # other models' probabilities stay out of the classifier's histogram
         horizon = "_horizon" if body.horizon_days is not None else ""
         metrics.count_predictions(f"v1_{model}{horizon}", len(probabilities))
@@ -256,7 +257,7 @@ async def predic(request: Request) -> Response:
     served = served_model(request)
     p = served.predictor.predict_one(body.__dict__)
     request.app.state.metrics.observe_predictions("v1_predic", (p,))
-    remember(request.scope, served.version, (body,), (p,))
+    remember(request.scope, served.version, b'{"instances":[%b]}' % await request.body(), (p,))
     return _json({"Event": 1.0 if p >= served.bundle.threshold else 0.0})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,11 +37,17 @@ class Settings(BaseSettings):
     )
     prediction_log_dir: Path | None = Field(
         None,
-        description="Directory of the prediction log (JSON Lines, one line per scored "
-        "instance); unset or empty: no log. `make serve` sets logs/predictions.",
+        description="Directory of the prediction log (JSON Lines, one line per "
+        "request); unset or empty: no log. `make serve` sets logs/predictions.",
     )
     prediction_log_queue: int = Field(
         10_000, ge=1, description="Requests the log queue holds before it drops (and counts)."
+    )
+    prediction_log_writer: Literal["process", "thread"] = Field(
+        "process",
+        description="Who encodes and writes the log lines: a writer process (off the "
+        "server's interpreter, the default) or a thread of the server (where a worker "
+        "may not start processes).",
     )
     drift_report: Path | None = Field(
         None, description="The drift job's drift.json, shown as gauges in /metrics."
