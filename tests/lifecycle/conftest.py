@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,22 @@ def add_version(
     repo.run("git", "commit", "-qm", f"model {version}")
     repo.registry.register(version)
     return str(built["digest"])
+
+
+def versioned_repo(base: Path, study: pd.DataFrame, versions: tuple[str, ...]) -> dict[str, str]:
+    """A repository (`base/repo`) and its remote (`base/remote`) with `versions`
+    registered; returns their bundles' digests. Built once per module, then copied
+    for each test with `copy_of`."""
+    repo = init_repo(base / "repo", base / "remote")
+    return {v: add_version(repo, study, v, seed=i) for i, v in enumerate(versions)}
+
+
+def copy_of(base: Path, dest: Path) -> Repo:
+    """A copy of the repository and remote that `versioned_repo` built under `base`."""
+    shutil.copytree(base, dest, symlinks=True)
+    repo = Repo(dest / "repo", dest / "remote")
+    repo.mend_remote()
+    return repo
 
 
 def manifest(path: Path) -> dict[str, object]:

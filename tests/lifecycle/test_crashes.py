@@ -11,7 +11,6 @@ one, never a mix. Then the command runs again and works.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -24,11 +23,11 @@ from tests.lifecycle.conftest import (
     DATA_RAW,
     STORE,
     Repo,
-    add_version,
-    init_repo,
+    copy_of,
     make_data_repo,
     manifest,
     study_lines,
+    versioned_repo,
 )
 from treesurv import data
 from treesurv.bundle import load_verified
@@ -45,13 +44,6 @@ KILLED = -9
 def killed_at(repo: Repo, step: str, *args: str) -> None:
     out = run(["treesurv", *args], repo.root, check=False, env={FAULT_ENV: step})
     assert out.returncode == KILLED, f"never reached {step}:\n{out.stderr[-2000:]}"
-
-
-def copy_of(base: Path, dest: Path) -> Repo:
-    shutil.copytree(base, dest, symlinks=True)
-    repo = Repo(dest / "repo", dest / "remote")
-    repo.mend_remote()
-    return repo
 
 
 def in_remote(repo: Repo, md5: str) -> bool:
@@ -108,9 +100,8 @@ def two_versions(
     tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame
 ) -> tuple[Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("two-versions")
-    repo = init_repo(base / "repo", base / "remote")
-    digests = {v: add_version(repo, study, v, seed=i) for i, v in enumerate(("1.0.0", "1.1.0"))}
-    repo.promote("1.0.0")
+    digests = versioned_repo(base, study, ("1.0.0", "1.1.0"))
+    Repo(base / "repo", base / "remote").promote("1.0.0")
     return base, digests
 
 

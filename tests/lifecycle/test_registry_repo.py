@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import build_bundle
-from tests.lifecycle.conftest import Repo, add_version, init_repo, manifest
+from tests.lifecycle.conftest import Repo, add_version, copy_of, manifest, versioned_repo
 from treesurv.bundle import load_verified
 
 pytestmark = pytest.mark.slow
@@ -26,9 +26,7 @@ def template(
     tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame
 ) -> tuple[Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("three-versions")
-    repo = init_repo(base / "repo", base / "remote")
-    digests = {v: add_version(repo, study, v, seed=i) for i, v in enumerate(VERSIONS)}
-    return base, digests
+    return base, versioned_repo(base, study, VERSIONS)
 
 
 @pytest.fixture
@@ -38,10 +36,7 @@ def three_versions(
     """Three registered versions (none in production) and their bundles' digests: a
     copy of one repository and remote built once for the module."""
     base, digests = template
-    shutil.copytree(base, tmp_path / "copy", symlinks=True)
-    repo = Repo(tmp_path / "copy" / "repo", tmp_path / "copy" / "remote")
-    repo.mend_remote()
-    return repo, digests
+    return copy_of(base, tmp_path / "copy"), digests
 
 
 def listed(repo: Repo) -> dict[str, dict[str, object]]:
