@@ -11,15 +11,15 @@ either: an entry is a flat tuple of strings, numbers and bytes, which the garbag
 collector stops tracking at its first pass (holding the validated models made it
 run every few requests).
 
-A background thread wakes every 50 ms and hands what was queued, as one batch, to
+A background thread wakes every 0.2 s and hands what was queued, as one batch, to
 a writer (`treesurv.monitoring.logwriter`): by default a **writer process** that
 encodes the lines and appends them to rotating files, so encoding and file I/O
 (~4 µs a request, and the GIL hand-offs that came with them, together 5-6% of a
 single-instance request's throughput) leave the server's interpreter; the server
 only copies the batch to a pipe. With `process=False` (or a custom `sink`) a
-thread of this process does it.
+thread of this process does it, every 50 ms.
 
-A full queue drops the entry and counts it; a failing disk (full, read-only,
+A full queue (in requests or in bytes) drops the entry and counts it; a failing disk (full, read-only,
 gone) is counted, logged once when it starts failing (and once when it
 recovers), and the entries are dropped; neither ever slows down or fails a
 prediction. `close()` drains the queue.
