@@ -19,10 +19,10 @@ single-instance request's throughput) leave the server's interpreter; the server
 only copies the batch to a pipe. With `process=False` (or a custom `sink`) a
 thread of this process does it, every 50 ms.
 
-A full queue (in requests or in bytes) drops the entry and counts it; a failing disk (full, read-only,
-gone) is counted, logged once when it starts failing (and once when it
-recovers), and the entries are dropped; neither ever slows down or fails a
-prediction. `close()` drains the queue.
+A full queue (in requests or in bytes) drops the entry and counts it; a failing
+disk (full, read-only, gone) is counted, logged once when it starts failing (and
+once when it recovers), and the entries are dropped; neither ever slows down or
+fails a prediction. `close()` drains the queue.
 
 File format (one JSON object per request per line, UTF-8; see README "Monitoring
 & drift"): `time` (ISO 8601 UTC, milliseconds, the request's arrival),
