@@ -1,5 +1,6 @@
 """SIGTERM on a real `treesurv serve` process in the middle of a request: it stops
-accepting, finishes the request, flushes the prediction log and exits 0."""
+accepting, finishes the request, flushes the prediction log and exits 0. Ctrl-C
+(SIGINT to the whole process group) ends it as cleanly, log writer included."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from treesurv.monitoring.logfile import read_log
 pytestmark = pytest.mark.slow
 
 
-def start(bundle: Path, port: int, log_dir: Path, out: Path) -> subprocess.Popen[bytes]:
+def start(
+    bundle: Path, port: int, log_dir: Path, out: Path, *, session: bool = False
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TREESURV_PREDICTION_LOG_DIR": str(log_dir),
@@ -30,7 +33,9 @@ def start(bundle: Path, port: int, log_dir: Path, out: Path) -> subprocess.Popen
     }
     cmd = [str(BIN / "treesurv"), "serve", "--port", str(port), "--model", str(bundle)]
     with out.open("wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=session
+        )
     deadline = time.monotonic() + 90
     while True:
         if proc.poll() is not None:
@@ -120,3 +125,51 @@ def test_sigterm_finishes_the_request_in_flight_and_flushes_the_log(
     assert last["item"].tolist() == list(range(500))
     assert last["death_probability"].tolist() == [p["death_probability"] for p in predictions]
     assert "prediction log closed: 550 logged, 0 dropped" in log
+
+
+def writer_processes(server_pid: int) -> list[int]:
+    """The log writer processes whose parent is `server_pid` (still running)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == server_pid and b"treesurv.monitoring.logwriter" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_to_the_process_group_flushes_the_log_and_leaves_no_process(
+    bundle_v1: Path, tmp_path: Path
+) -> None:
+    port, log_dir, out = free_port(), tmp_path / "predictions", tmp_path / "server.log"
+    proc = start(bundle_v1, port, log_dir, out, session=True)
+    url = f"http://127.0.0.1:{port}/v1/predictions"
+    try:
+        assert request(url, {"instances": [schema.EXAMPLE]})[0] == 200
+        deadline = time.monotonic() + 10
+        while not (writers := writer_processes(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the writer process starts with the first batch
+        assert len(writers) == 1, out.read_text()
+        # Still queued when the signal comes: written only if the writer outlives it.
+        for n in (7, 3):
+            assert request(url, {"instances": [schema.EXAMPLE] * n})[0] == 200
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=60) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _state(writers[0]) == b"Z"  # gone (or at least exited): no orphan
+    assert len(read_log(log_dir).frame) == 11
+    assert "prediction log closed: 11 logged, 0 dropped, 0 lost" in out.read_text()
+
+
+def _state(pid: int) -> bytes:
+    """The process's state letter; Z (zombie) also when it no longer exists."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"Z"

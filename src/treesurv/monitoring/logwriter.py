@@ -15,9 +15,10 @@ The pipe protocol, both ways: frames of a 4-byte big-endian length and a
 `marshal` payload (stdlib, C speed; safe here because both ends are this code
 over a private pipe). In: a list of entries. Out, one per frame in: the
 `Outcome` as a tuple. The process exits when its stdin closes, after closing
-its file; it ignores SIGINT and SIGTERM, so a Ctrl-C or a signal to the process
-group cannot cut it off before the server has handed over its last batch (when
-the server dies, stdin closes and it exits).
+its file. It runs in a session of its own and ignores SIGINT and SIGTERM, so a
+Ctrl-C or a signal to the server's process group cannot cut it off before the
+server has handed over its last batch (when the server dies, stdin closes and it
+exits).
 """
 
 from __future__ import annotations
@@ -195,9 +196,15 @@ class ProcessWriter:
         if time.monotonic() < self._not_before:
             return None
         try:
-            # Our own interpreter and module, with an argument list (no shell).
+            # Our own interpreter and module, with an argument list (no shell). In a
+            # session of its own: a Ctrl-C or a signal to the server's process group
+            # does not reach it, not even while it starts (before it ignores them).
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+                start_new_session=True,
             )
         except OSError as exc:
             self._failed(f"cannot start the log writer process ({exc})")
