@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import BIN
+from tests.monitoring.test_log_writer import alive
 from tests.serving_process import free_port, request
 from treesurv import schema
 from treesurv.monitoring.logfile import read_log
@@ -162,14 +163,6 @@ def test_ctrl_c_to_the_process_group_flushes_the_log_and_leaves_no_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert _state(writers[0]) == b"Z"  # gone (or at least exited): no orphan
+    assert not alive(writers[0])  # no orphan
     assert len(read_log(log_dir).frame) == 11
     assert "prediction log closed: 11 logged, 0 dropped, 0 lost" in out.read_text()
-
-
-def _state(pid: int) -> bytes:
-    """The process's state letter; Z (zombie) also when it no longer exists."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return b"Z"

@@ -158,7 +158,7 @@ class ProcessWriter:
                 try:
                     _send_all(_stdin(proc).fileno(), marshal.dumps(list(entries)))
                     # Our own writer process over a private pipe (module docstring).
-                    reply = marshal.loads(_receive(proc.stdout))  # noqa: S302  # nosec B302
+                    reply = marshal.loads(_receive(_stdout(proc)))  # noqa: S302  # nosec B302
                     outcome = Outcome(*reply)
                 except (OSError, EOFError, ValueError, TypeError) as exc:
                     why = exc if isinstance(exc, OSError) else "it stopped answering"
@@ -253,35 +253,21 @@ def _send_all(fd: int, payload: bytes) -> None:
             parts[0] = parts[0][n:]
 
 
-def _send(pipe: IO[bytes] | None, payload: bytes) -> None:
-    if pipe is None:
-        raise OSError("no pipe")
-    pipe.write(_LENGTH.pack(len(payload)))
-    pipe.write(payload)
-    pipe.flush()
-
-
-def _receive(pipe: IO[bytes] | None) -> bytes:
-    if pipe is None:
-        raise OSError("no pipe")
+def _receive(pipe: IO[bytes]) -> bytes:
     (n,) = _LENGTH.unpack(_read_exactly(pipe, _LENGTH.size))
     return _read_exactly(pipe, n)
 
 
 def _read_exactly(pipe: IO[bytes], n: int) -> bytes:
     """`n` bytes (an unbuffered pipe may return fewer per read); EOFError at the end."""
-    data = pipe.read(n)
-    if data is None or len(data) < n:
-        chunks = [data or b""]
-        got = len(chunks[0])
-        while got < n:
-            chunk = pipe.read(n - got)
-            if not chunk:
-                raise EOFError
-            chunks.append(chunk)
-            got += len(chunk)
-        data = b"".join(chunks)
-    return data
+    chunks, got = [], 0
+    while got < n:
+        chunk = pipe.read(n - got)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def serve(directory: Path, max_bytes: int, max_age: float, retain: float | None) -> int:
@@ -303,7 +289,7 @@ def serve(directory: Path, max_bytes: int, max_age: float, retain: float | None)
             entries = marshal.loads(payload)  # noqa: S302  # nosec B302
             outcome = write_entries(sink, entries)
             reply = (outcome.written, outcome.lost, outcome.unencodable, outcome.error)
-            _send(stdout, marshal.dumps(reply))
+            _send_all(stdout.fileno(), marshal.dumps(reply))
     finally:
         try:
             sink.close()

@@ -183,8 +183,8 @@ class RotatingJsonlSink:
 
 @dataclass(frozen=True)
 class LogStats:
-    """Counts since the log was created: lines written, instances dropped (queue full,
-    closed or unencodable) and instances lost to write errors."""
+    """Counts since the log was created, in predictions (instances): written, dropped
+    (queue full, closed or unencodable) and lost to write errors; requests queued."""
 
     logged: int
     dropped: int
@@ -196,9 +196,6 @@ class LogStats:
 # version, latency in seconds, the request as JSON bytes, the probability of a
 # single instance as a float or those of several as their float64 bytes).
 Entry = tuple[float, int, str, str, float, bytes, float | bytes]
-# Instance classes (the API's validated models) whose fields are exactly the schema's
-# features in schema order: their `vars()` is encoded as it is.
-_PLAIN: dict[type, bool] = {}
 
 
 class PredictionLog:
@@ -461,7 +458,7 @@ dumps = orjson.dumps
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _N_FEATURES = len(schema.FEATURE_NAMES)
 _MS: list[bytes] = [b".%03dZ" % i for i in range(1000)]
-# The writer hands the sink at most about this many bytes at a time.
+# One batch handed to the writer holds requests of about this many bytes at most.
 _MAX_WRITE = 4 * 1024 * 1024
 
 
@@ -501,7 +498,7 @@ def encode_instances(instances: Sequence[Any], n: int) -> bytes:
     the log's `request`: the ten features of each, in schema order."""
     if len(instances) != n:
         raise ValueError("instances and probabilities differ in length")
-    return dumps({"instances": _feature_dicts(instances)}, option=_NUMPY)
+    return dumps({"instances": [_features(i) for i in instances]}, option=_NUMPY)
 
 
 def _features(instance: Any) -> Any:
@@ -512,24 +509,6 @@ def _features(instance: Any) -> Any:
     if len(values) == _N_FEATURES:
         return values
     return {name: values.get(name) for name in schema.FEATURE_NAMES}
-
-
-def _plain(cls: type) -> bool:
-    """Whether `vars()` of a `cls` instance is its ten features in schema order."""
-    plain = _PLAIN.get(cls)
-    if plain is None:
-        fields = getattr(cls, "model_fields", None)
-        plain = _PLAIN[cls] = isinstance(fields, dict) and tuple(fields) == tuple(
-            schema.FEATURE_NAMES
-        )
-    return plain
-
-
-def _feature_dicts(instances: Sequence[Any]) -> list[Any]:
-    cls = type(instances[0])
-    if _plain(cls) and all(type(i) is cls for i in instances):
-        return list(map(vars, instances))
-    return [_features(i) for i in instances]
 
 
 _second: tuple[int, bytes] = (-1, b"")
