@@ -4,9 +4,11 @@ Pure NumPy, no scikit-learn: the service encodes requests with exactly the same
 function the training pipeline used, from parameters stored in the bundle.
 
 Columns, in order: one-hot of every category (schema order), the numeric
-features (EMF's missing value filled with -1), an EMF-missing flag, and — for
+features (EMF's missing value filled with -1), an EMF-missing flag, — for
 each trait — how far it lies from what is expected for the seedling's design
-cell (Species x Soil) at its light level, in residual standard deviations.
+cell (Species x Soil) at its light level, in residual standard deviations, and,
+for an encoder with `site`, a one-hot of the field plot (all zeros when the
+plot is not given: a typical site).
 Trait levels differ strongly between cells and rise with light, so "low for its
 cell and light" carries more signal about mortality than the raw level (+0.02
 cross-validated ROC AUC here). The expectations are a per-species least-squares
@@ -41,6 +43,7 @@ class EncoderParams:
     cell_mean: np.ndarray  # (n_species * n_soils, n_traits): expected trait at zero light
     cell_slope: np.ndarray  # change of the expected trait per unit of Light_ISF
     cell_std: np.ndarray  # residual standard deviation
+    site: bool = False  # one-hot of the field plot (schema.SITE) after the rest
 
     @property
     def categorical(self) -> tuple[str, ...]:
@@ -67,10 +70,15 @@ class EncoderParams:
             names.append("EMF_missing")
         if self.uses_cells:
             names += [f"{t}_cell_z" for t in self.traits]
+        if self.site:
+            names += [f"{schema.SITE.name}={p}" for p in schema.PLOTS]
         return names
 
     def to_json(self) -> dict[str, Any]:
-        return {"features": list(self.features), "cell_z": self.cell_z}
+        out: dict[str, Any] = {"features": list(self.features), "cell_z": self.cell_z}
+        if self.site:  # absent otherwise: encoders without it read as before
+            out["site"] = True
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -97,7 +105,10 @@ class EncoderParams:
             raise ValueError("encoder cell arrays have the wrong shape")
         if np.any(std <= 0) or not np.all(np.isfinite(std)):
             raise ValueError("encoder standard deviations must be positive")
-        return cls(features, bool(spec["cell_z"]), mean, slope, std)
+        site = spec.get("site", False)
+        if not isinstance(site, bool):
+            raise ValueError("encoder 'site' must be true or false")
+        return cls(features, bool(spec["cell_z"]), mean, slope, std, site)
 
 
 _SPECIES_INDEX = {c: i for i, c in enumerate(schema.SPECIES)}
@@ -124,6 +135,7 @@ def fit_encoder(
     columns: Columns,
     features: Sequence[str] = schema.FEATURE_NAMES,
     cell_z: bool = True,
+    site: bool = False,
 ) -> EncoderParams:
     """Learn each trait's expected level per design cell and light.
 
@@ -149,7 +161,7 @@ def fit_encoder(
                 if fit is not None:
                     block = slice(s * n_soils, (s + 1) * n_soils)
                     mean[block, j], slope[block, j], std[block, j] = fit
-    return EncoderParams(features, cell_z, mean, slope, std)
+    return EncoderParams(features, cell_z, mean, slope, std, site)
 
 
 def _fit_species(
@@ -211,7 +223,31 @@ def encode(params: EncoderParams, columns: Columns) -> np.ndarray:
             zj = (x - expected) / params.cell_std[cells, j]
             z[:, j] = np.where(np.isnan(zj), 0.0, zj)  # missing EMF: neutral
         blocks.append(z)
+    if params.site:
+        blocks.append(_plot_onehot(columns, n))
     return np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+
+
+_PLOT_INDEX = {p: i for i, p in enumerate(schema.PLOTS)}
+
+
+def _plot_column(plot: Any) -> int:
+    """Index of a plot's one-hot column, -1 for none (missing, or not a study plot:
+    validation refuses those at the API; in training data they count as unknown)."""
+    if plot is None or plot != plot:
+        return -1
+    return _PLOT_INDEX.get(int(plot), -1) if float(plot).is_integer() else -1
+
+
+def _plot_onehot(columns: Columns, n: int) -> np.ndarray:
+    onehot = np.zeros((n, len(schema.PLOTS)))
+    if schema.SITE.name in columns:
+        index = np.fromiter(
+            (_plot_column(p) for p in _values(columns[schema.SITE.name])), np.intp, count=n
+        )
+        given = index >= 0
+        onehot[np.flatnonzero(given), index[given]] = 1.0
+    return onehot
 
 
 def _values(column: Any) -> Sequence[Any]:
@@ -255,6 +291,7 @@ class RowEncoder:
             if params.uses_cells
             else []
         )
+        self._site = offset + len(self._z) if params.site else -1
         self._mean = params.cell_mean.tolist()
         self._slope = params.cell_slope.tolist()
         self._std = params.cell_std.tolist()
@@ -283,4 +320,8 @@ class RowEncoder:
                     x[pos] = 0.0
                 else:
                     x[pos] = (float(v) - (means[j] + slopes[j] * light)) / stds[j]
+        if self._site >= 0:
+            k = _plot_column(row.get(schema.SITE.name))
+            if k >= 0:
+                x[self._site + k] = 1.0
         return x

@@ -20,12 +20,18 @@ from treesurv.encoding import EncoderParams, encode, fit_encoder
 class FeatureEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Schema features (a DataFrame) -> the numeric matrix; see `treesurv.encoding`."""
 
-    def __init__(self, features: Sequence[str] = schema.FEATURE_NAMES, cell_z: bool = True) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = schema.FEATURE_NAMES,
+        cell_z: bool = True,
+        site: bool = False,
+    ) -> None:
         self.features = features
         self.cell_z = cell_z
+        self.site = site
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> FeatureEncoder:
-        params = fit_encoder(X, tuple(self.features), self.cell_z)
+        params = fit_encoder(X, tuple(self.features), self.cell_z, bool(self.site))
         self.features_ = params.features
         self.cell_mean_ = params.cell_mean
         self.cell_slope_ = params.cell_slope
@@ -41,6 +47,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             self.cell_mean_,
             self.cell_slope_,
             self.cell_std_,
+            bool(getattr(self, "site", False)),  # encoders saved before `site` had none
         )
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:

@@ -170,7 +170,7 @@ def _survival_evaluation(
     oof = pd.read_parquet(paths.survival_oof)
     y_train, y_test = sv.survival_target(train), sv.survival_target(test)
     days = sv.evaluation_days(y_train["time"], horizons)
-    X_test = test[list(schema.FEATURE_NAMES)]
+    X_test = test[[c for c in schema.INPUT_NAMES if c in test.columns]]
     metrics: dict[str, Any] = {}
     predicted: dict[str, np.ndarray] = {}
     calibration: list[dict[str, Any]] = []
@@ -278,7 +278,7 @@ def _compile_checked(
     compile_fn = compile_model if kind == "classifier" else compile_survival
     stem = SUBMODEL_STEMS[(variant, kind)]
     files = dumps(*compile_fn(encoder, pipeline.named_steps["model"]), stem=stem)
-    features = rows[list(schema.FEATURE_NAMES)]
+    features = rows[[c for c in schema.INPUT_NAMES if c in rows.columns]]
     try:
         if kind == "classifier":
             compiled = loads(files[f"{stem}.json"], files[f"{stem}.npz"])
@@ -295,7 +295,10 @@ def _compile_checked(
         raise StageError(
             f"compiled {variant} {kind} differs from the sklearn pipeline by {gap:.2e}"
         )
-    return files, {"features": list(encoder.features), "parity_max_abs_diff": gap}
+    info: dict[str, Any] = {"features": list(encoder.features), "parity_max_abs_diff": gap}
+    if encoder.site:
+        info["site"] = schema.SITE.name
+    return files, info
 
 
 def stage_package(

@@ -197,6 +197,26 @@ STUDY_EXTRA: Final = (
 
 EXAMPLE: Final[dict[str, Any]] = {f.name: f.example for f in FEATURES}
 
+# The study's field plots. Seedlings in some plots died weeks later than like
+# seedlings elsewhere (a site effect no other input carries), so the survival
+# models take the plot as an optional input: given, the answer is for that plot;
+# omitted, for a typical site (any seedling outside the study). The classifiers
+# never use it.
+PLOTS: Final = tuple(range(1, 19))
+SITE: Final = Feature(
+    GROUP,
+    "numeric",
+    "Field plot of the study (a whole number from 1 to 18) the seedling grows in; the "
+    "survival models use its site effect. Omit it (or null) for a seedling elsewhere: "
+    "the answer is then for a typical site.",
+    minimum=PLOTS[0],
+    maximum=PLOTS[-1],
+    nullable=True,
+    example=None,
+)
+# What a request instance may hold: the ten features and the optional plot.
+INPUT_NAMES: Final = (*FEATURE_NAMES, SITE.name)
+
 
 @dataclass(frozen=True)
 class Rule:

@@ -139,18 +139,31 @@ def cross_validate_survival(
     """Out-of-fold risk and survival, and the fold-averaged concordance and IBS.
 
     Folds are stratified by the event, like the classifier's, so the two are
-    compared on the same kind of split.
+    compared on the same kind of split. When X has the field plot (schema.SITE),
+    the held-out rows are also scored without it, as for a seedling outside the
+    study: `concordance_without_plot`.
     """
     event = y["event"].astype(int)
     splits = list(_folds(event, None, n_folds, seed))
-    preds = fold_predictions(
-        build, X, y, splits, lambda m, Xt: predict_risk_and_survival(m, Xt, days)
-    )
+    site = schema.SITE.name in X.columns
+
+    def predict(model: Any, Xt: pd.DataFrame) -> np.ndarray:
+        out = predict_risk_and_survival(model, Xt, days)
+        if not site:
+            return out
+        return np.column_stack([out, model.predict(Xt.assign(**{schema.SITE.name: np.nan}))])
+
+    preds = fold_predictions(build, X, y, splits, predict)
     oof = np.full((len(y), 1 + len(days)), np.nan)
     folds = []
+    without_plot = []
     for (train_idx, test_idx), p in zip(splits, preds, strict=True):
-        oof[test_idx] = p
-        folds.append(survival_metrics(y[train_idx], y[test_idx], p[:, 0], p[:, 1:], days))
+        oof[test_idx] = p[:, : 1 + len(days)]
+        folds.append(
+            survival_metrics(y[train_idx], y[test_idx], p[:, 0], p[:, 1 : 1 + len(days)], days)
+        )
+        if site:
+            without_plot.append(concordance(y[test_idx], p[:, -1]))
     fold_c = [m["concordance"] for m in folds]
     metrics = {
         "concordance": float(np.mean(fold_c)),
@@ -160,6 +173,8 @@ def cross_validate_survival(
         "rows": len(y),
         "events": int(y["event"].sum()),
     }
+    if site:
+        metrics["concordance_without_plot"] = float(np.mean(without_plot))
     return oof, metrics, fold_c
 
 
@@ -211,7 +226,10 @@ def train_survival(
     seed = int(params["seed"])
     sp = params["survival"]
     features, cell_z = feature_columns(params)
-    X = frame[list(features)]
+    site = bool(sp.get("site", False))
+    if site and schema.SITE.name not in frame.columns:
+        raise ValueError(f"survival.site is on but the data has no {schema.SITE.name!r} column")
+    X = frame[list(features) + ([schema.SITE.name] if site else [])]
     y = survival_target(frame)
     days = evaluation_days(y["time"], sp.get("horizons", []))
     n_folds = int(sp["cv_folds"])
@@ -224,7 +242,9 @@ def train_survival(
             )
         for cfg in _configs(sp.get("grids", {}).get(name, {}), int(sp["search_iterations"]), seed):
             oof, metrics, fold_c = cross_validate_survival(
-                pipeline_builder(make_survival_estimator(name, cfg, seed), features, cell_z),
+                pipeline_builder(
+                    make_survival_estimator(name, cfg, seed), features, cell_z, site
+                ),
                 X,
                 y,
                 days,
@@ -242,7 +262,7 @@ def train_survival(
         search, str(sp.get("select_by", "concordance")), float(sp.get("concordance_tolerance", 0))
     )
     pipeline = make_pipeline(
-        make_survival_estimator(chosen.candidate, chosen.params, seed), features, cell_z
+        make_survival_estimator(chosen.candidate, chosen.params, seed), features, cell_z, site
     ).fit(X, y)
     seconds = time.perf_counter() - start
     log_fn(
@@ -250,7 +270,7 @@ def train_survival(
         f"CV concordance {chosen.metrics['concordance']:.4f} "
         f"IBS {chosen.metrics['integrated_brier']:.4f} ({seconds:.0f} s)"
     )
-    return SurvivalTrainResult(pipeline, chosen, search, days, features, seconds)
+    return SurvivalTrainResult(pipeline, chosen, search, days, tuple(X.columns), seconds)
 
 
 # ------------------------------------------------------------------ evaluation

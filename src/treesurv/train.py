@@ -56,13 +56,17 @@ def make_estimator(name: str, params: dict[str, Any], seed: int) -> Any:
     raise ValueError(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
 
 
-def make_pipeline(model: Any, features: Sequence[str], cell_z: bool) -> Pipeline:
-    return Pipeline([("encode", FeatureEncoder(tuple(features), cell_z)), ("model", model)])
+def make_pipeline(
+    model: Any, features: Sequence[str], cell_z: bool, site: bool = False
+) -> Pipeline:
+    return Pipeline([("encode", FeatureEncoder(tuple(features), cell_z, site)), ("model", model)])
 
 
-def pipeline_builder(model: Any, features: Sequence[str], cell_z: bool) -> Callable[[], Pipeline]:
+def pipeline_builder(
+    model: Any, features: Sequence[str], cell_z: bool, site: bool = False
+) -> Callable[[], Pipeline]:
     """Makes a fresh unfitted pipeline around a clone of `model` (one per fold)."""
-    return lambda: make_pipeline(clone(model), features, cell_z)
+    return lambda: make_pipeline(clone(model), features, cell_z, site)
 
 
 @dataclass
