@@ -187,10 +187,17 @@ def _survival_evaluation(
         for split, split_rows in rows.items():
             calibration += [{**r, "split": split, "model": variant} for r in split_rows]
         report = reports[variant]
+        test_metrics = sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days)
+        if pipeline.named_steps["encode"].params_.site:
+            # The same rows as for a seedling outside the study (no plot given).
+            no_plot = X_test.assign(**{schema.SITE.name: np.nan})
+            test_metrics["concordance_without_plot"] = sv.concordance(
+                y_test, pipeline.predict(no_plot)
+            )
         metrics[variant] = {
             "model": report["chosen"]["candidate"],
             "cv": report["cv"],
-            "test": sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days),
+            "test": test_metrics,
             "calibration_error": {
                 "cv": sv.calibration_error(rows["cross-validation"]),
                 "test": sv.calibration_error(rows["test"]),

@@ -242,9 +242,7 @@ def train_survival(
             )
         for cfg in _configs(sp.get("grids", {}).get(name, {}), int(sp["search_iterations"]), seed):
             oof, metrics, fold_c = cross_validate_survival(
-                pipeline_builder(
-                    make_survival_estimator(name, cfg, seed), features, cell_z, site
-                ),
+                pipeline_builder(make_survival_estimator(name, cfg, seed), features, cell_z, site),
                 X,
                 y,
                 days,

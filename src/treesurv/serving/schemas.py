@@ -37,6 +37,20 @@ def _field(feature: schema.Feature, omittable: bool = False) -> tuple[Any, Any]:
     return float, Field(None if omittable else ..., **number, **common)
 
 
+def _site_field() -> tuple[Any, Any]:
+    """The optional field plot: a whole number of schema.PLOTS (3.0, "3" or true are
+    wrong types, not plots), or absent / null for a seedling outside the study."""
+    site = schema.SITE
+    return int | None, Field(
+        None,
+        ge=site.minimum,
+        le=site.maximum,
+        strict=True,
+        description=site.description,
+        examples=[3],
+    )
+
+
 # Traits every full-model instance gives; EMF follows the species (a schema rule).
 REQUIRED_TRAITS = tuple(t for t in schema.TRAITS if not schema.FEATURES_BY_NAME[t].nullable)
 # Trait presence as JSON Schema: all required traits given (full model) or none (planning).
@@ -138,13 +152,15 @@ class _PlanningInstanceBase(_InstanceBase):
 def _planning_instance_model() -> type[BaseModel]:
     # Traits may be omitted: an instance without any is answered by the planning model.
     fields = {f.name: _field(f, omittable=f.trait) for f in schema.FEATURES}
+    fields[schema.SITE.name] = _site_field()
     return create_model(  # type: ignore[call-overload]
         "PredictionInstance",
         __base__=_PlanningInstanceBase,
         __doc__=(
             "One seedling: the five design fields, and either all five traits "
             f"({', '.join(schema.TRAITS)}; EMF only for EMF species) for the full model, "
-            "or none of them for the planning model."
+            "or none of them for the planning model; optionally its field plot "
+            f"({schema.SITE.name}, used by the survival models)."
         ),
         **fields,
     )
