@@ -72,12 +72,16 @@ def build_four_model_bundle(
     submodels: dict[str, dict[str, Any]] = {}
     for variant, features in (("full", schema.FEATURE_NAMES), ("planning", schema.DESIGN)):
         params = fit_encoder(frame, features)
-        X = encode(params, frame)
-        clf = RandomForestClassifier(trees, max_depth=5, random_state=0).fit(X, y)
-        surv = GradientBoostingSurvivalAnalysis(n_estimators=trees, max_depth=2).fit(X, ys)
+        clf = RandomForestClassifier(trees, max_depth=5, random_state=0)
+        clf.fit(encode(params, frame), y)
+        # The survival models take the field plot too, as the pipeline's do (with
+        # enough trees that some split on it).
+        site = fit_encoder(frame, features, site=True)
+        surv = GradientBoostingSurvivalAnalysis(n_estimators=3 * trees, max_depth=2, random_state=0)
+        surv.fit(encode(site, frame), ys)
         for kind, compiled in (
             ("classifier", compile_model(params, clf)),
-            ("survival", compile_survival(params, surv)),
+            ("survival", compile_survival(site, surv)),
         ):
             entry = bundle.submodel_entry(variant, kind, features=list(features))
             files.update(dumps(*compiled, stem=entry["spec"].removesuffix(".json")))

@@ -234,9 +234,11 @@ _PLOT_INDEX = {p: i for i, p in enumerate(schema.PLOTS)}
 def _plot_column(plot: Any) -> int:
     """Index of a plot's one-hot column, -1 for none (missing, or not a study plot:
     validation refuses those at the API; in training data they count as unknown)."""
-    if plot is None or plot != plot:
+    try:
+        value = float(plot)
+    except (TypeError, ValueError):  # None, pandas' NA
         return -1
-    return _PLOT_INDEX.get(int(plot), -1) if float(plot).is_integer() else -1
+    return _PLOT_INDEX.get(int(value), -1) if value.is_integer() else -1
 
 
 def _plot_onehot(columns: Columns, n: int) -> np.ndarray:

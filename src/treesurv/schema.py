@@ -49,17 +49,22 @@ class Feature:
     trait: bool = False  # measured on the seedling at harvest or death
     nullable: bool = False
     example: Any = None
+    whole: bool = False  # a whole number (JSON integer)
+    null_means: str = ""  # what an empty value stands for, said in error messages
 
     def allowed(self) -> str:
         """Human-readable statement of the allowed values, used in error messages."""
         if self.kind == "categorical":
             return "one of " + ", ".join(repr(c) for c in self.categories)
-        return f"a number from {self.minimum:g} to {self.maximum:g}"
+        number = "a whole number" if self.whole else "a number"
+        return f"{number} from {self.minimum:g} to {self.maximum:g}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
-            "type": "string" if self.kind == "categorical" else "number",
+            "type": "string"
+            if self.kind == "categorical"
+            else ("integer" if self.whole else "number"),
             "description": self.description,
             "trait": self.trait,
             "nullable": self.nullable,
@@ -131,6 +136,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         unit="%",
         trait=True,
         nullable=True,
+        null_means="for AMF species",
         example=28.19,
     ),
     Feature(
@@ -213,6 +219,8 @@ SITE: Final = Feature(
     maximum=PLOTS[-1],
     nullable=True,
     example=None,
+    whole=True,
+    null_means="for a typical site",
 )
 # What a request instance may hold: the ten features and the optional plot.
 INPUT_NAMES: Final = (*FEATURE_NAMES, SITE.name)

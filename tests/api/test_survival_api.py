@@ -345,3 +345,72 @@ def test_predictions_are_counted_by_model_and_kept_out_of_the_histogram(
     )
     # Only the full classifier's probabilities are in the histogram.
     assert sample("treesurv_predicted_death_probability_count") == 2
+
+
+def test_the_plot_is_an_optional_input_of_the_survival_models(
+    four: TestClient, models: dict[str, Any], study: pd.DataFrame
+) -> None:
+    base = instances(study.head(1))[0]
+    days = [30, 60, 90]
+    each = [{**base, "Plot": p} for p in schema.PLOTS]
+    body = post(four, "/v1/survival", {"instances": each, "horizons": days})
+    got = np.array(
+        [[p["survival_probability"] for p in r["survival"]] for r in body["predictions"]]
+    )
+    np.testing.assert_allclose(got, models["surv_full"].survival_at(each, days), atol=1e-12)
+    # The site effect: the same seedling's answer depends on its plot.
+    assert len({tuple(r) for r in got.round(12)}) > 1
+    # Omitted or null: a typical site, the same answer either way.
+    omitted = post(four, "/v1/survival", {"instances": [base], "horizons": days})
+    null = post(four, "/v1/survival", {"instances": [{**base, "Plot": None}], "horizons": days})
+    assert omitted["predictions"] == null["predictions"]
+    typical = [p["survival_probability"] for p in omitted["predictions"][0]["survival"]]
+    np.testing.assert_allclose(typical, models["surv_full"].survival_at([base], days)[0])
+    # Death by a horizon and the what-if use it too; the classifier ignores it.
+    for inst in (base, DESIGN_EXAMPLE):
+        at = {**inst, "Plot": 5}
+        kind = "full" if "AMF" in inst else "planning"
+        h = post(four, "/v1/predictions", {"instances": [at], "horizon_days": 60})
+        s = models[f"surv_{kind}"].survival_at([at], [60])[0, 0]
+        assert h["predictions"][0]["death_probability"] == pytest.approx(1 - s, abs=1e-12)
+        c = post(four, "/v1/compare", {"instance": at, "vary": "Soil", "horizon_days": 60})
+        soils = [{**at, **v} for v in ({"Soil": x["value"]} for x in c["variants"])]
+        ok = [v["death_probability"] is not None for v in c["variants"]]
+        valid = [r for r, good in zip(soils, ok, strict=True) if good]
+        assert valid and c["model"] == kind
+        plain = post(four, "/v1/predictions", {"instances": [at]})
+        no_plot = post(four, "/v1/predictions", {"instances": [inst]})
+        assert plain["predictions"] == no_plot["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("plot", "words"),
+    [
+        (0, "0 is out of range; must be a whole number from 1 to 18"),
+        (19, "19 is out of range"),
+        (3.5, "3.5 is not a whole number"),
+        (3.0, "3.0 is not a whole number"),
+        ("3", "'3' is not a whole number"),
+        (True, "True is not a whole number"),
+    ],
+)
+def test_invalid_plots_are_refused_naming_the_field(
+    four: TestClient, plot: Any, words: str
+) -> None:
+    for path, body in (
+        ("/v1/survival", {"instances": [{**schema.EXAMPLE, "Plot": plot}]}),
+        ("/v1/predictions", {"instances": [{**DESIGN_EXAMPLE, "Plot": plot}], "horizon_days": 9}),
+        ("/v1/compare", {"instance": {**DESIGN_EXAMPLE, "Plot": plot}, "vary": "Soil"}),
+    ):
+        detail = post(four, path, body, 422)["detail"]
+        assert fields(detail)[0].endswith("Plot"), detail
+        assert words in detail[0]["msg"], detail[0]["msg"]
+        assert "(or null/omitted for a typical site)" in detail[0]["allowed"]
+
+
+def test_the_original_route_keeps_its_ten_fields(four: TestClient) -> None:
+    detail = post(four, "/v1/predic", {**schema.EXAMPLE, "Plot": 3}, 422)["detail"]
+    assert fields(detail) == ["Plot"]
+    assert detail[0]["allowed"] == "only the fields " + ", ".join(schema.FEATURE_NAMES)
+    detail = post(four, "/v1/predictions", {"instances": [{**schema.EXAMPLE, "Plots": 3}]}, 422)
+    assert detail["detail"][0]["allowed"] == "only the fields " + ", ".join(schema.INPUT_NAMES)

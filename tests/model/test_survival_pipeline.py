@@ -45,11 +45,16 @@ def test_survival_metrics(metrics: dict[str, Any], pipeline_project: Path) -> No
             assert set(m[split]) >= {"concordance", "integrated_brier", "integrated_brier_km"}
             # The features must be worth something against one Kaplan-Meier curve for all.
             assert m[split]["integrated_brier"] < 0.85 * m[split]["integrated_brier_km"]
-        # Measured here: CV concordance 0.757 for both variants (a ridge Cox model
-        # 0.755-0.757), held-out test split 0.79-0.80. See the README on the issue's
-        # 0.77 target, which no candidate reached in cross-validation.
-        assert m["cv"]["concordance"] >= 0.75
-        assert m["test"]["concordance"] >= 0.77
+        # Measured here: CV concordance 0.773 full / 0.777 planning with the field
+        # plot (the issue asks for 0.77), 0.756 / 0.758 for the same held-out rows
+        # without it (a seedling outside the study); test split 0.81 / 0.79.
+        assert m["cv"]["concordance"] >= 0.77
+        assert m["cv"]["concordance_without_plot"] >= 0.75
+        assert m["test"]["concordance"] >= 0.79
+        assert m["test"]["concordance_without_plot"] >= 0.77
+        # The plot is worth something: without it, the same rows rank worse.
+        for split in ("cv", "test"):
+            assert m[split]["concordance"] > m[split]["concordance_without_plot"] + 0.01
         assert m["cv"]["integrated_brier"] <= 0.125
         for split in ("cv", "test"):
             assert set(m["calibration_error"][split]) == {"day_30", "day_60", "day_115"}
@@ -84,6 +89,8 @@ def test_bundle_holds_four_verified_models(bundle_dir: Path, pipeline_project: P
             assert entry["parity_max_abs_diff"] < 1e-6
         features = sub[variant]["survival"]["features"]
         assert features == list(schema.FEATURE_NAMES if variant == "full" else schema.DESIGN)
+        assert sub[variant]["survival"]["site"] == schema.SITE.name
+        assert "site" not in sub[variant]["classifier"]
     assert bundle.manifest["survival"]["max_days"] == 115.5
     assert max(bundle.manifest["survival"]["default_days"]) <= 115.5
     out = run(["treesurv", "model", "verify", str(bundle_dir)], pipeline_project).stdout
@@ -103,9 +110,19 @@ def test_survival_parity_with_sksurv_on_every_real_row(
     )
     predictor = survival_predictors[variant]
     days = predictor.compiled.days
-    features = study[list(schema.FEATURE_NAMES)]
-    expected = np.vstack([fn(days) for fn in pipeline.predict_survival_function(features)])
-    assert np.max(np.abs(predictor.survival_at(features, days) - expected)) < 1e-6
+    with_plot = study[list(schema.INPUT_NAMES)]
+    # With the plot, without it (a typical site), and through the API's dict rows.
+    for features in (with_plot, with_plot.drop(columns=[schema.SITE.name])):
+        expected = np.vstack([fn(days) for fn in pipeline.predict_survival_function(features)])
+        assert np.max(np.abs(predictor.survival_at(features, days) - expected)) < 1e-6
+    rows = [
+        {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
+        for r in with_plot.head(300).astype({schema.SITE.name: object}).to_dict("records")
+    ]
+    expected = np.vstack(
+        [fn(days) for fn in pipeline.predict_survival_function(with_plot.head(300))]
+    )
+    assert np.max(np.abs(predictor.survival_at(rows, days) - expected)) < 1e-6
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -221,6 +238,10 @@ def test_survival_training_refuses_bad_input(study: pd.DataFrame) -> None:
     params["features"]["columns"] = [*schema.DESIGN, "Census"]
     with pytest.raises(ValueError, match="outcome columns can never be features"):
         train_survival(frame, params, lambda m: None)
+    params = _tiny()
+    params["survival"]["site"] = True
+    with pytest.raises(ValueError, match=r"survival\.site is on but the data has no 'Plot'"):
+        train_survival(frame.drop(columns=[schema.SITE.name]), params, lambda m: None)
     with pytest.raises(ValueError, match="unknown model variant 'later'"):
         variant_params(params, "later")
     planning = variant_params(
@@ -228,3 +249,18 @@ def test_survival_training_refuses_bad_input(study: pd.DataFrame) -> None:
     )
     assert planning["features"]["columns"] == list(schema.DESIGN)
     assert planning["train"]["cv_folds"] == 3
+
+
+def test_survival_training_with_the_site(study: pd.DataFrame) -> None:
+    from treesurv.survival import train_survival
+
+    params = _tiny()
+    params["survival"]["site"] = True
+    frame = study.sample(600, random_state=4)
+    result = train_survival(frame, params, lambda m: None)
+    assert result.report()["features"] == [*schema.FEATURE_NAMES, schema.SITE.name]
+    assert result.pipeline.named_steps["encode"].params_.site
+    # Both scores are of the same out-of-fold rows: with the plot and without it.
+    cv = result.cv_metrics
+    assert 0.5 < cv["concordance_without_plot"] < 1 and 0.5 < cv["concordance"] < 1
+    assert cv["concordance"] != cv["concordance_without_plot"]

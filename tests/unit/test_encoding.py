@@ -100,3 +100,45 @@ def test_design_only_encoder_ignores_traits(small_frame: pd.DataFrame) -> None:
     assert not params.uses_cells
     assert all(not n.startswith(tuple(schema.TRAITS)) for n in params.column_names())
     assert encode(params, frame).shape[1] == len(params.column_names())
+
+
+def test_site_one_hot_of_the_plot_missing_is_a_typical_site(real_csv) -> None:  # type: ignore[no-untyped-def]
+    frame, _ = data.validate_file(real_csv)
+    frame = data.model_frame(frame)
+    params = fit_encoder(frame, schema.DESIGN, site=True)
+    names = params.column_names()
+    plots = [i for i, n in enumerate(names) if n.startswith("Plot=")]
+    assert [names[i] for i in plots] == [f"Plot={p}" for p in schema.PLOTS]
+    assert plots == list(range(len(names) - len(schema.PLOTS), len(names)))  # last
+    matrix = encode(params, frame)
+    np.testing.assert_array_equal(matrix[:, plots].argmax(axis=1) + 1, frame["Plot"].to_numpy())
+    np.testing.assert_array_equal(matrix[:, plots].sum(axis=1), 1.0)
+    # The rest of the row is what an encoder without the site gives.
+    without = encode(fit_encoder(frame, schema.DESIGN), frame)
+    np.testing.assert_array_equal(matrix[:, : len(names) - len(schema.PLOTS)], without)
+    # No plot (column absent, null, NaN, or not a study plot): no plot column set.
+    rows = frame.head(5).copy()
+    assert not encode(params, rows.drop(columns=["Plot"]))[:, plots].any()
+    rows["Plot"] = [None, np.nan, pd.NA, 19, 2.5]
+    assert not encode(params, rows.astype({"Plot": object}))[:, plots].any()
+    # The fast row path agrees, with and without a plot.
+    fast = RowEncoder(params)
+    for plot in (None, 1, 7, 18, 19):
+        row = {**{k: frame[k].iloc[0] for k in schema.DESIGN}, "Plot": plot}
+        one = pd.DataFrame([row]).astype({"Plot": object})
+        np.testing.assert_array_equal(fast.encode(row), encode(params, one)[0])
+    assert fast.encode({k: frame[k].iloc[0] for k in schema.DESIGN})[plots].sum() == 0
+
+
+def test_site_survives_the_bundle_format_and_old_encoders_read_as_before() -> None:
+    from treesurv.encoding import EncoderParams
+
+    frame = pd.DataFrame({k: [schema.EXAMPLE[k]] * 3 for k in schema.DESIGN})
+    for site in (False, True):
+        params = fit_encoder(frame, schema.DESIGN, site=site)
+        spec = params.to_json()
+        assert ("site" in spec) == site  # encoders without it keep their old spec
+        back = EncoderParams.from_json(spec, params.arrays())
+        assert back.site == site and back.column_names() == params.column_names()
+    with pytest.raises(ValueError, match="'site' must be true or false"):
+        EncoderParams.from_json({**spec, "site": "yes"}, params.arrays())

@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from treesurv import __version__
+from treesurv import __version__, schema
 from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, jit, oip, routes, survival_routes, variants, web
 from treesurv.serving.metrics import Metrics
@@ -93,12 +93,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
         route = getattr(request.scope.get("route"), "path", "")
         if route.startswith("/v2"):
-            items = errors.describe_all(exc.errors(), container_fields=("inputs",))
+            items = errors.describe_all(
+                exc.errors(), container_fields=("inputs",), instance_fields=schema.FEATURE_NAMES
+            )
             return oip.error_response("; ".join(i["msg"] for i in items))
         flat = route in routes.FLAT_BODY_ROUTES
         items = errors.describe_all(
             exc.errors(),
             container_fields=() if flat else routes.BODY_FIELDS.get(route, ("instances",)),
+            # The original flat route takes the ten features only; the others the plot too.
+            instance_fields=schema.FEATURE_NAMES if flat else schema.INPUT_NAMES,
             max_batch=settings.max_batch,
         )
         return routes._json({"detail": items}, 422)

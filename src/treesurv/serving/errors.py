@@ -50,14 +50,14 @@ def _json_safe(value: Any) -> Any:
 def _allowed_feature(feature: schema.Feature) -> str:
     text = feature.allowed()
     if feature.nullable:
-        text += " (or null/omitted for AMF species)"
+        text += f" (or null/omitted {feature.null_means})"
     return text
 
 
 def describe(
     error: Mapping[str, Any],
     *,
-    instance_fields: Iterable[str] = schema.FEATURE_NAMES,
+    instance_fields: Sequence[str] = schema.INPUT_NAMES,
     container_fields: Iterable[str] = ("instances",),
     max_batch: int | None = None,
     strip: int = 1,
@@ -73,6 +73,8 @@ def describe(
     inner = loc[strip:]
     name = next((p for p in reversed(inner) if isinstance(p, str)), None)
     feature = schema.FEATURES_BY_NAME.get(name) if name else None
+    if name == schema.SITE.name and schema.SITE.name in instance_fields:
+        feature = schema.SITE
     value = error.get("input")
     ctx = error.get("ctx") or {}
     field = field_path(inner)
@@ -111,7 +113,7 @@ def describe(
         if kind == "literal_error":
             problem = f"{shown!r} is not an allowed value"
         elif kind in NUMBER_PROBLEMS:
-            problem = f"{shown!r} is not a number"
+            problem = f"{shown!r} is not a {'whole ' if feature.whole else ''}number"
         else:
             problem = f"{shown!r} is out of range"
         msg = f"{field}: {problem}; must be {allowed}"

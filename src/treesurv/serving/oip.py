@@ -221,7 +221,11 @@ def validate_rows(rows: list[dict[str, Any]]) -> list[Instance]:
             out.append(Instance.model_validate(row))
         except ValidationError as exc:
             for e in exc.errors(include_url=False):
-                item = errors.describe({**e, "loc": ("row", i, *e["loc"])}, strip=0)
+                item = errors.describe(
+                    {**e, "loc": ("row", i, *e["loc"])},
+                    strip=0,
+                    instance_fields=schema.FEATURE_NAMES,
+                )
                 problems.append(item["msg"])
         if len(problems) >= 20:
             break
