@@ -306,6 +306,7 @@ def schema_document() -> dict[str, Any]:
     """The schema as a JSON-able document (served by the API, written into bundles)."""
     return {
         "features": [f.to_dict() for f in FEATURES],
+        "site": {**SITE.to_dict(), "used_by": "the survival models only; optional"},
         "rules": [
             {"name": r.name, "columns": list(r.columns), "message": r.message} for r in RULES
         ],

@@ -130,6 +130,10 @@ def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
             assert options == list(feature.categories)
         else:
             assert float(node.get_attribute("max")) == feature.maximum
+    # The optional field plot: elsewhere (nothing sent) or one of the study's plots.
+    node = d.find_element("id", schema.SITE.name)
+    options = [o.get_attribute("value") for o in node.find_elements("tag name", "option")]
+    assert options == ["", *map(str, schema.PLOTS)]
 
     # Before planting: no traits, so the planning model answers.
     choose(d, "Species", "Quercus alba")
@@ -174,6 +178,9 @@ def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
     full["Conspecific"] = "Conspecific"
     for trait in schema.TRAITS:
         type_into(d, trait, full[trait])
+    # ...in plot 5 of the study, whose site effect the survival model knows.
+    choose(d, schema.SITE.name, "5")
+    full[schema.SITE.name] = 5
     type_into(d, "horizon", 60)
     d.find_element("id", "predict").click()
     body = {"instances": [full], "horizon_days": 60}

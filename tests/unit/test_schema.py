@@ -60,3 +60,15 @@ def test_schema_document_lists_categories_once() -> None:
     assert by_name["Soil"]["categories"] == list(schema.SOIL_SOURCES)
     assert by_name["EMF"]["nullable"] is True
     assert doc["target"]["name"] == "Event"
+
+
+def test_the_field_plot_is_an_optional_input_beside_the_ten_features() -> None:
+    site = schema.schema_document()["site"]
+    assert site["name"] == schema.GROUP == "Plot"
+    assert (site["type"], site["minimum"], site["maximum"]) == ("integer", 1, 18)
+    assert site["nullable"] and "survival" in site["used_by"]
+    assert schema.SITE.allowed() == "a whole number from 1 to 18"
+    # Not one of the ten features: the classifiers, drift and batch scoring never see it.
+    assert schema.SITE.name not in schema.FEATURE_NAMES
+    assert (*schema.FEATURE_NAMES, "Plot") == schema.INPUT_NAMES
+    assert tuple(range(1, 19)) == schema.PLOTS

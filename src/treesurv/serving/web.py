@@ -44,8 +44,8 @@ async def page() -> Response:
 
 def form_document() -> dict[str, Any]:
     """What the form needs from the schema: the fields (kinds, categories, ranges,
-    units), the rules, which fields are traits, and the Sterile/Conspecific values
-    each species and soil imply."""
+    units), the rules, which fields are traits, the Sterile/Conspecific values
+    each species and soil imply, and the optional field plot."""
     return {
         **schema.schema_document(),
         "traits": list(schema.TRAITS),

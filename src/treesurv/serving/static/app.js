@@ -42,6 +42,21 @@ function fieldInput(f) {
   return wrap;
 }
 
+// The optional field plot: "elsewhere" (no plot sent) or one of the study's plots.
+function siteInput(f) {
+  const wrap = el("div", { class: "field", id: `field-${f.name}` });
+  wrap.append(el("label", { for: f.name }, "Field plot of the study "));
+  const input = el("select", { id: f.name, name: f.name });
+  input.append(el("option", { value: "" }, "elsewhere (a typical site)"));
+  for (let p = f.minimum; p <= f.maximum; p += 1) {
+    input.append(el("option", { value: String(p) }, String(p)));
+  }
+  input.title = f.description;
+  wrap.append(input, el("span", { class: "hint" }, f.description));
+  wrap.append(el("span", { class: "error", id: `err-${f.name}`, role: "alert" }));
+  return wrap;
+}
+
 function traitsKnown() { return $("traits-known").checked; }
 
 // Sterile and Conspecific follow Species and Soil; EMF exists only for EMF species.
@@ -81,6 +96,8 @@ function instance() {
     else out[f.name] = Number(input.value);
   }
   if (traitsKnown() && spec.species_myco[out.Species] === "AMF") delete out.EMF;
+  const plot = $(spec.site.name).value;
+  if (plot !== "") out[spec.site.name] = Number(plot);
   return out;
 }
 
@@ -234,7 +251,7 @@ async function start() {
     if (v !== null && v !== undefined) $(f.name).value = v;
   }
   const rules = el("p", { class: "hint" }, spec.rules.map((r) => r.message).join(". ") + ".");
-  $("design").append(rules);
+  $("design").append(rules, siteInput(spec.site));
   if (spec.model) {
     $("model-version").textContent = spec.model.version;
     $("horizon").max = spec.model.max_days ?? "";
