@@ -364,6 +364,9 @@ def test_the_plot_is_an_optional_input_of_the_survival_models(
     omitted = post(four, "/v1/survival", {"instances": [base], "horizons": days})
     null = post(four, "/v1/survival", {"instances": [{**base, "Plot": None}], "horizons": days})
     assert omitted["predictions"] == null["predictions"]
+    # JSON Schema's integer: 4.0 is plot 4.
+    four_0 = post(four, "/v1/survival", {"instances": [{**base, "Plot": 4.0}], "horizons": days})
+    assert four_0["predictions"] == [body["predictions"][3]]
     typical = [p["survival_probability"] for p in omitted["predictions"][0]["survival"]]
     np.testing.assert_allclose(typical, models["surv_full"].survival_at([base], days)[0])
     # Death by a horizon and the what-if use it too; the classifier ignores it.
@@ -389,7 +392,8 @@ def test_the_plot_is_an_optional_input_of_the_survival_models(
         (0, "0 is out of range; must be a whole number from 1 to 18"),
         (19, "19 is out of range"),
         (3.5, "3.5 is not a whole number"),
-        (3.0, "3.0 is not a whole number"),
+        (-2.0, "-2 is out of range"),
+        (1e300, "is out of range"),
         ("3", "'3' is not a whole number"),
         (True, "True is not a whole number"),
     ],

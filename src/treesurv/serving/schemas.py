@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 from pydantic.config import JsonDict, JsonValue
 from pydantic_core import PydanticCustomError
 
@@ -37,11 +44,19 @@ def _field(feature: schema.Feature, omittable: bool = False) -> tuple[Any, Any]:
     return float, Field(None if omittable else ..., **number, **common)
 
 
+def _whole(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0 (schema-driven clients send it); a
+    # fraction, text or a boolean stays what it is and fails the strict int.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _site_field() -> tuple[Any, Any]:
-    """The optional field plot: a whole number of schema.PLOTS (3.0, "3" or true are
+    """The optional field plot: a whole number of schema.PLOTS (3.5, "3" or true are
     wrong types, not plots), or absent / null for a seedling outside the study."""
     site = schema.SITE
-    return int | None, Field(
+    return Annotated[int | None, BeforeValidator(_whole)], Field(
         None,
         ge=site.minimum,
         le=site.maximum,
