@@ -189,10 +189,8 @@ def _survival_evaluation(
         report = reports[variant]
         test_metrics = sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days)
         if pipeline.named_steps["encode"].params_.site:
-            # The same rows as for a seedling outside the study (no plot given).
-            no_plot = X_test.assign(**{schema.SITE.name: np.nan})
             test_metrics["concordance_without_plot"] = sv.concordance(
-                y_test, pipeline.predict(no_plot)
+                y_test, pipeline.predict(sv.without_plot(X_test))
             )
         metrics[variant] = {
             "model": report["chosen"]["candidate"],

@@ -11,7 +11,9 @@ likelihood). Both give S(t|x) = S0(t) ** exp(risk(x)) with Breslow's baseline,
 which `treesurv.compiler` turns into arrays the service evaluates without
 scikit-survival. They are compared by cross-validated concordance (Harrell's C,
 mean over stratified folds) and integrated Brier score; the held-out test split
-is never touched here. Evaluation helpers (Kaplan-Meier against the mean
+is never touched here. With `survival.site` the models also take the field
+plot (schema.SITE) as an optional input, and every concordance is reported
+with and without it. Evaluation helpers (Kaplan-Meier against the mean
 prediction, calibration at fixed days by risk group) are pure functions too.
 """
 
@@ -88,6 +90,11 @@ def predict_risk_and_survival(model: Any, X: pd.DataFrame, days: np.ndarray) -> 
     return np.column_stack([risk, surv])
 
 
+def without_plot(X: pd.DataFrame) -> pd.DataFrame:
+    """The same rows as seedlings outside the study: no field plot given."""
+    return X.assign(**{schema.SITE.name: np.nan})
+
+
 def concordance(y: np.ndarray, risk: np.ndarray) -> float:
     from sksurv.metrics import concordance_index_censored
 
@@ -135,35 +142,35 @@ def cross_validate_survival(
     days: np.ndarray,
     n_folds: int,
     seed: int,
+    site: bool = False,
 ) -> tuple[np.ndarray, dict[str, float], list[float]]:
     """Out-of-fold risk and survival, and the fold-averaged concordance and IBS.
 
     Folds are stratified by the event, like the classifier's, so the two are
-    compared on the same kind of split. When X has the field plot (schema.SITE),
-    the held-out rows are also scored without it, as for a seedling outside the
-    study: `concordance_without_plot`.
+    compared on the same kind of split. With `site` (the models take the field
+    plot), the held-out rows are also scored without it, as for a seedling
+    outside the study: `concordance_without_plot`.
     """
     event = y["event"].astype(int)
     splits = list(_folds(event, None, n_folds, seed))
-    site = schema.SITE.name in X.columns
 
     def predict(model: Any, Xt: pd.DataFrame) -> np.ndarray:
         out = predict_risk_and_survival(model, Xt, days)
         if not site:
             return out
-        return np.column_stack([out, model.predict(Xt.assign(**{schema.SITE.name: np.nan}))])
+        return np.column_stack([out, model.predict(without_plot(Xt))])
 
     preds = fold_predictions(build, X, y, splits, predict)
     oof = np.full((len(y), 1 + len(days)), np.nan)
     folds = []
-    without_plot = []
+    fold_c_no_plot = []
     for (train_idx, test_idx), p in zip(splits, preds, strict=True):
         oof[test_idx] = p[:, : 1 + len(days)]
         folds.append(
             survival_metrics(y[train_idx], y[test_idx], p[:, 0], p[:, 1 : 1 + len(days)], days)
         )
         if site:
-            without_plot.append(concordance(y[test_idx], p[:, -1]))
+            fold_c_no_plot.append(concordance(y[test_idx], p[:, -1]))
     fold_c = [m["concordance"] for m in folds]
     metrics = {
         "concordance": float(np.mean(fold_c)),
@@ -174,7 +181,7 @@ def cross_validate_survival(
         "events": int(y["event"].sum()),
     }
     if site:
-        metrics["concordance_without_plot"] = float(np.mean(without_plot))
+        metrics["concordance_without_plot"] = float(np.mean(fold_c_no_plot))
     return oof, metrics, fold_c
 
 
@@ -248,6 +255,7 @@ def train_survival(
                 days,
                 n_folds,
                 seed,
+                site,
             )
             search.append(CVResult(name, cfg, metrics, fold_c, oof, "concordance"))
             log_fn(

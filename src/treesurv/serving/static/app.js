@@ -21,11 +21,18 @@ function svg(tag, attrs = {}, text = "") {
   return node;
 }
 
-function fieldInput(f) {
+// A labelled input with its description and the slot its API errors go to.
+function field(f, label, input) {
   const wrap = el("div", { class: "field", id: `field-${f.name}` });
+  input.title = f.description;
+  wrap.append(label, input, el("span", { class: "hint" }, f.description));
+  wrap.append(el("span", { class: "error", id: `err-${f.name}`, role: "alert" }));
+  return wrap;
+}
+
+function fieldInput(f) {
   const label = el("label", { for: f.name }, f.name.replace("_", " ") + " ");
   if (f.unit) label.append(el("span", { class: "unit" }, `(${f.unit})`));
-  wrap.append(label);
   let input;
   if (f.type === "string") {
     input = el("select", { id: f.name, name: f.name });
@@ -36,25 +43,17 @@ function fieldInput(f) {
       min: f.minimum, max: f.maximum, inputmode: "decimal",
     });
   }
-  input.title = f.description;
-  wrap.append(input, el("span", { class: "hint" }, f.description));
-  wrap.append(el("span", { class: "error", id: `err-${f.name}`, role: "alert" }));
-  return wrap;
+  return field(f, label, input);
 }
 
 // The optional field plot: "elsewhere" (no plot sent) or one of the study's plots.
 function siteInput(f) {
-  const wrap = el("div", { class: "field", id: `field-${f.name}` });
-  wrap.append(el("label", { for: f.name }, "Field plot of the study "));
   const input = el("select", { id: f.name, name: f.name });
   input.append(el("option", { value: "" }, "elsewhere (a typical site)"));
   for (let p = f.minimum; p <= f.maximum; p += 1) {
     input.append(el("option", { value: String(p) }, String(p)));
   }
-  input.title = f.description;
-  wrap.append(input, el("span", { class: "hint" }, f.description));
-  wrap.append(el("span", { class: "error", id: `err-${f.name}`, role: "alert" }));
-  return wrap;
+  return field(f, el("label", { for: f.name }, "Field plot of the study "), input);
 }
 
 function traitsKnown() { return $("traits-known").checked; }
