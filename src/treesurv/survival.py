@@ -237,6 +237,13 @@ def train_survival(
     if site and schema.SITE.name not in frame.columns:
         raise ValueError(f"survival.site is on but the data has no {schema.SITE.name!r} column")
     X = frame[list(features) + ([schema.SITE.name] if site else [])]
+    if site:
+        unknown = int((~frame[schema.SITE.name].isin(schema.PLOTS)).sum())
+        if unknown:
+            log_fn(
+                f"survival: {unknown} training row(s) have no plot of the study "
+                f"({schema.SITE.allowed()}); they count as a typical site"
+            )
     y = survival_target(frame)
     days = evaluation_days(y["time"], sp.get("horizons", []))
     n_folds = int(sp["cv_folds"])

@@ -257,10 +257,17 @@ def test_survival_training_with_the_site(study: pd.DataFrame) -> None:
     params = _tiny()
     params["survival"]["site"] = True
     frame = study.sample(600, random_state=4)
-    result = train_survival(frame, params, lambda m: None)
+    said: list[str] = []
+    result = train_survival(frame, params, said.append)
+    assert not [m for m in said if "no plot of the study" in m]
     assert result.report()["features"] == [*schema.FEATURE_NAMES, schema.SITE.name]
     assert result.pipeline.named_steps["encode"].params_.site
     # Both scores are of the same out-of-fold rows: with the plot and without it.
     cv = result.cv_metrics
     assert 0.5 < cv["concordance_without_plot"] < 1 and 0.5 < cv["concordance"] < 1
     assert cv["concordance"] != cv["concordance_without_plot"]
+    # Rows without a study plot are trained on as a typical site, and said so.
+    odd = frame.astype({schema.SITE.name: object})
+    odd.iloc[:3, odd.columns.get_loc(schema.SITE.name)] = [None, 19, 2.5]
+    train_survival(odd, params, said.append)
+    assert "3 training row(s) have no plot of the study" in " ".join(said)

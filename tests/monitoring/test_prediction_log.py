@@ -302,3 +302,19 @@ def test_read_log_reads_the_older_one_line_per_instance_files(tmp_path: Path) ->
     assert read.frame["death_probability"].tolist() == [0.4, 0.1, 0.2]
     assert read.frame["Light_ISF"].tolist() == [schema.EXAMPLE["Light_ISF"]] * 3
     assert read.bad_lines == 1  # a "request" that is not an object of instances
+
+
+def test_read_log_cuts_lines_at_newlines_only(tmp_path: Path) -> None:
+    # JSON may carry U+2028 or U+0085 unescaped inside a string; such a line is
+    # still one line (a str.splitlines reader would see two torn ones).
+    line = {"time": "2026-04-01T00:00:00.000Z", "request_id": "odd\u2028id\u0085x",
+            "model_version": "1.0.0", "latency_ms": 1.0, "death_probability": [0.3],
+            "request": {"instances": [schema.EXAMPLE]}}  # fmt: skip
+    text = json.dumps(line, ensure_ascii=False)
+    assert "\u2028" in text
+    (tmp_path / "predictions-20260401T000000Z-host-1-0001.jsonl").write_text(
+        text + "\r\n", encoding="utf-8"
+    )
+    read = read_log(tmp_path)
+    assert read.bad_lines == 0
+    assert read.frame["request_id"].tolist() == ["odd\u2028id\u0085x"]

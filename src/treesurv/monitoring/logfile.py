@@ -71,7 +71,9 @@ def read_log(
         except OSError as exc:
             raise LogError(f"{path}: cannot read ({exc.strerror or exc})") from None
         used += 1
-        for line in text.splitlines():
+        # Lines end at "\n" only: str.splitlines would also cut at U+2028, U+0085
+        # and friends, which JSON carries unescaped inside strings.
+        for line in text.split("\n"):
             if not line.strip():
                 continue
             try:
