@@ -22,7 +22,8 @@ from tests.api.conftest import instances
 from tests.api.test_oip import MODEL, tensors
 from treesurv import schema
 from treesurv.monitoring.logfile import read_log
-from treesurv.monitoring.predlog import ERRORS_METRIC, RotatingJsonlSink
+from treesurv.monitoring.logformat import RotatingJsonlSink
+from treesurv.monitoring.predlog import ERRORS_METRIC
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
 

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from treesurv import schema
 from treesurv.monitoring.logfile import COLUMNS, read_log, rows_of
-from treesurv.monitoring.predlog import LINE_FIELDS, PredictionLog, RotatingJsonlSink
+from treesurv.monitoring.logformat import LINE_FIELDS, RotatingJsonlSink
+from treesurv.monitoring.predlog import PredictionLog
 
 ACER = {**schema.EXAMPLE, "Species": "Acer saccharum", "EMF": None}
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from treesurv import schema
-from treesurv.monitoring.predlog import FILE_PREFIX, FILE_SUFFIX
+from treesurv.monitoring.logformat import FILE_PREFIX, FILE_SUFFIX
 
 COLUMNS = (
     "time",

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from treesurv.monitoring.predlog import Entry, RotatingJsonlSink, Sink, encode_line
+from treesurv.monitoring.logformat import Entry, RotatingJsonlSink, Sink, encode_line
 
 log = logging.getLogger(__name__)
 
