@@ -267,10 +267,12 @@ def test_openapi_documents_the_new_routes(four: TestClient) -> None:
         assert name in spec["components"]["schemas"]
     props = spec["components"]["schemas"]["PredictionRequest"]["properties"]
     assert "horizon_days" in props
-    for example in spec["paths"]["/v1/compare"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["examples"].values():
-        assert four.post("/v1/compare", json=example["value"]).status_code == 200
+    for path in ("/v1/compare", "/v1/survival"):
+        examples = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        for example in examples["examples"].values():
+            assert four.post(path, json=example["value"]).status_code == 200, example
+    plot = spec["components"]["schemas"]["PredictionInstance"]["properties"]["Plot"]
+    assert {"type": "integer", "minimum": 1, "maximum": 18} in plot["anyOf"]
 
 
 def test_page_and_its_form_description(four: TestClient, models: dict[str, Any]) -> None:

@@ -63,6 +63,10 @@ SURVIVAL_EXAMPLES = {
         "summary": "Before planting: the planning survival model answers",
         "value": {"instances": [DESIGN_EXAMPLE], "horizons": [30, 60, 90]},
     },
+    "in a plot of the study": {
+        "summary": "The same seedling in field plot 5 (its site effect); omit Plot elsewhere",
+        "value": {"instances": [{**DESIGN_EXAMPLE, schema.SITE.name: 5}], "horizons": [30, 60, 90]},
+    },
 }
 COMPARE_EXAMPLES = {
     "soil": {
