@@ -83,6 +83,15 @@ def running(
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def worker_pids(base: str) -> set[str]:
     """Processes that report a loaded model in /metrics (gunicorn multiprocess mode)."""
     _, text = request(f"{base}/metrics")

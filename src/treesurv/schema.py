@@ -218,12 +218,13 @@ SITE: Final = Feature(
     minimum=PLOTS[0],
     maximum=PLOTS[-1],
     nullable=True,
-    example=None,
+    example=3,
     whole=True,
     null_means="for a typical site",
 )
 # What a request instance may hold: the ten features and the optional plot.
 INPUT_NAMES: Final = (*FEATURE_NAMES, SITE.name)
+INPUTS_BY_NAME: Final = {**FEATURES_BY_NAME, SITE.name: SITE}
 
 
 @dataclass(frozen=True)

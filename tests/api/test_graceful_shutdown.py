@@ -15,8 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import BIN
-from tests.monitoring.test_log_writer import alive
-from tests.serving_process import free_port, request
+from tests.serving_process import alive, free_port, request
 from treesurv import schema
 from treesurv.monitoring.logfile import read_log
 

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.monitoring.test_prediction_log import counter, instances, lines_in, rows_in
+from tests.serving_process import alive
 from treesurv.monitoring.logwriter import ProcessWriter
 from treesurv.monitoring.predlog import PredictionLog
 
@@ -25,15 +26,6 @@ def writer_pid(plog: PredictionLog) -> int:
     pid = plog.writer.pid
     assert pid is not None, "the writer process is not running"
     return pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped) counts as gone.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_same_lines_as_the_thread_writer(tmp_path: Path) -> None:

@@ -72,9 +72,7 @@ def describe(
     loc = [p for p in error.get("loc", ()) if isinstance(p, str | int)]
     inner = loc[strip:]
     name = next((p for p in reversed(inner) if isinstance(p, str)), None)
-    feature = schema.FEATURES_BY_NAME.get(name) if name else None
-    if name == schema.SITE.name and schema.SITE.name in instance_fields:
-        feature = schema.SITE
+    feature = schema.INPUTS_BY_NAME.get(name) if name else None
     value = error.get("input")
     ctx = error.get("ctx") or {}
     field = field_path(inner)

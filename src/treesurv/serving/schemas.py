@@ -37,11 +37,16 @@ def _field(feature: schema.Feature, omittable: bool = False) -> tuple[Any, Any]:
         "ge": feature.minimum,
         "le": feature.maximum,
         "strict": True,  # a JSON number; "0.1" or true is a wrong type, not a value
-        "allow_inf_nan": False,
     }
+    base: Any = int if feature.whole else float
+    kind: Any = base | None if feature.nullable else base
+    if feature.whole:  # e.g. the field plot: 3.5, "3" or true are wrong types
+        kind = Annotated[kind, BeforeValidator(_whole)]
+    else:
+        number["allow_inf_nan"] = False
     if feature.nullable:
-        return float | None, Field(None, **number, **common)
-    return float, Field(None if omittable else ..., **number, **common)
+        return kind, Field(None, **number, **common)
+    return kind, Field(None if omittable else ..., **number, **common)
 
 
 def _whole(value: Any) -> Any:
@@ -50,20 +55,6 @@ def _whole(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-def _site_field() -> tuple[Any, Any]:
-    """The optional field plot: a whole number of schema.PLOTS (3.5, "3" or true are
-    wrong types, not plots), or absent / null for a seedling outside the study."""
-    site = schema.SITE
-    return Annotated[int | None, BeforeValidator(_whole)], Field(
-        None,
-        ge=site.minimum,
-        le=site.maximum,
-        strict=True,
-        description=site.description,
-        examples=[3],
-    )
 
 
 # Traits every full-model instance gives; EMF follows the species (a schema rule).
@@ -167,7 +158,7 @@ class _PlanningInstanceBase(_InstanceBase):
 def _planning_instance_model() -> type[BaseModel]:
     # Traits may be omitted: an instance without any is answered by the planning model.
     fields = {f.name: _field(f, omittable=f.trait) for f in schema.FEATURES}
-    fields[schema.SITE.name] = _site_field()
+    fields[schema.SITE.name] = _field(schema.SITE)
     return create_model(  # type: ignore[call-overload]
         "PredictionInstance",
         __base__=_PlanningInstanceBase,
