@@ -30,9 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from treesurv import data, schema  # noqa: E402
-from treesurv.bundle import load_verified  # noqa: E402
-from treesurv.predictor import FastPredictor  # noqa: E402
+from treesurv.core import (
+    data,
+    schema,
+)
+from treesurv.inference.bundle import load_verified  # noqa: E402
+from treesurv.inference.predictor import FastPredictor  # noqa: E402
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -187,7 +190,7 @@ def run(
     clean, _ = data.validate(data.read_table(raw_csv), "study", data.SCORING)
     pipeline = None
     if sklearn_model is not None and sklearn_model.exists():
-        from treesurv.pipeline import load_pipeline
+        from treesurv.training.stages import load_pipeline
 
         pipeline = load_pipeline(sklearn_model)
     out: dict[str, Any] = {"model_version": bundle.version}

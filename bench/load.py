@@ -32,7 +32,7 @@ DEFAULT_MODEL = ROOT / "models" / "tree-survival"
 PATH = "/v1/predictions"
 
 sys.path.insert(0, str(ROOT / "src"))
-from treesurv import schema  # noqa: E402
+from treesurv.core import schema  # noqa: E402
 
 BODY = json.dumps({"instances": [schema.EXAMPLE]})
 

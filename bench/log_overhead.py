@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import load
-from treesurv import schema
+from treesurv.core import schema
 
 RESULTS = Path(__file__).with_name("results.json")
 LOG_ENV = "TREESURV_PREDICTION_LOG_DIR"

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from treesurv import schema
-from treesurv.bundle import load_verified
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified
+from treesurv.monitoring.prediction_log.queue import PredictionLog
 
 
 def main() -> None:

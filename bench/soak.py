@@ -6,7 +6,7 @@ the server's resident memory sampled every second (growth after warm-up).
 
 `swaps`: the same load while the model is swapped N times, alternating two good
 bundles (the source bundle re-packaged with two version strings by
-`treesurv.bundle.write_bundle`, which writes beside the model path and renames into
+`treesurv.inference.bundle.write_bundle`, which writes beside the model path and renames into
 place), with a tampered bundle placed in between each time. Swaps are triggered by
 `POST /v1/admin/reload` and by the watcher in turn. Reports the requests, failures,
 the versions that answered and the reload failures counted in /metrics.
@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bench import load as http_load  # noqa: E402
-from treesurv import bundle, schema  # noqa: E402
+from treesurv.core import schema
+from treesurv.inference import bundle  # noqa: E402
 from treesurv.serving.schemas import rule_branches  # noqa: E402
 
 KEY = "soak-admin-key-0123456789"

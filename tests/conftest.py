@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from treesurv import schema
+from treesurv.core import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_REMOTE = (ROOT.parent / "shared" / "dvc-remote").resolve()

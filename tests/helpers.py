@@ -9,10 +9,11 @@ from typing import Any
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from treesurv import bundle, data, schema
-from treesurv.compiler import compile_model
-from treesurv.encoding import encode, fit_encoder
-from treesurv.predictor import dumps
+from treesurv.core import data, schema
+from treesurv.core.encoding import encode, fit_encoder
+from treesurv.inference import bundle
+from treesurv.inference.predictor import dumps
+from treesurv.training.compiler import compile_model
 
 
 def build_bundle(
@@ -63,8 +64,8 @@ def build_four_model_bundle(
     small and quick: forests for the classifiers, boosted Cox trees for survival."""
     from sksurv.ensemble import GradientBoostingSurvivalAnalysis
 
-    from treesurv.compiler import compile_survival
-    from treesurv.survival import survival_target
+    from treesurv.training.compiler import compile_survival
+    from treesurv.training.survival import survival_target
 
     y = frame[schema.TARGET].to_numpy(dtype=int)
     ys = survival_target(frame)

@@ -1,3 +1,3 @@
-from treesurv.cli import app
+from treesurv.cli.main import app
 
 app(prog_name="treesurv")

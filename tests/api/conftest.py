@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import build_bundle
-from treesurv import data, schema
+from treesurv.core import data, schema
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
 

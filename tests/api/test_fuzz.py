@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from bench import fuzz
-from treesurv import schema
+from treesurv.core import schema
 
 # Per operation, generation mode and header set; with the single-case operations
 # this makes some 2,500 requests (about a minute here).

@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import BIN
 from tests.serving_process import alive, free_port, request
-from treesurv import schema
-from treesurv.monitoring.logfile import read_log
+from treesurv.core import schema
+from treesurv.monitoring.prediction_log.reader import read_log
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def writer_processes(server_pid: int) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue  # gone meanwhile
-        if int(fields[1]) == server_pid and b"treesurv.monitoring.logwriter" in cmdline:
+        if int(fields[1]) == server_pid and b"treesurv.monitoring.prediction_log.writer" in cmdline:
             found.append(int(stat.parent.name))
     return found
 

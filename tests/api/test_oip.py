@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import instances
-from treesurv import schema
-from treesurv.bundle import load_verified
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified
 
 MODEL = "/v2/models/tree-survival"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from treesurv import schema
+from treesurv.core import schema
 
 
 def test_model_info(client: TestClient) -> None:

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from tests.api.conftest import instances
-from treesurv import schema
-from treesurv.bundle import load_verified
-from treesurv.pipeline import load_pipeline
-from treesurv.predictor import FastPredictor
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified
+from treesurv.inference.predictor import FastPredictor
+from treesurv.training.stages import load_pipeline
 
 pytestmark = pytest.mark.slow
 

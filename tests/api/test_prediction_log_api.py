@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import instances
 from tests.api.test_oip import MODEL, tensors
-from treesurv import schema
-from treesurv.monitoring.logfile import read_log
-from treesurv.monitoring.logformat import RotatingJsonlSink
-from treesurv.monitoring.predlog import ERRORS_METRIC
+from treesurv.core import schema
+from treesurv.monitoring.prediction_log.lines import RotatingJsonlSink
+from treesurv.monitoring.prediction_log.queue import ERRORS_METRIC
+from treesurv.monitoring.prediction_log.reader import read_log
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
 

@@ -9,8 +9,8 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import instances
-from treesurv import schema
-from treesurv.bundle import load_verified
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified
 
 
 def test_batch_in_input_order_matches_the_compiled_model(

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import API_KEY, instances
-from treesurv import schema
-from treesurv.bundle import load_verified, swap_into_place
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified, swap_into_place
 
 AUTH = {"X-API-Key": API_KEY}
 

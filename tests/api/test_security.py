@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import API_KEY
 from tests.conftest import BIN
 from tests.serving_process import free_port, request, running
-from treesurv import schema
+from treesurv.core import schema
 from treesurv.serving import middleware
 from treesurv.serving.settings import Settings
 
@@ -223,7 +223,7 @@ def np_load(*args, allow_pickle=False, **kwargs):
 np.load = np_load
 
 from fastapi.testclient import TestClient
-from treesurv import schema
+from treesurv.core import schema
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
 

@@ -17,8 +17,8 @@ import pytest
 from tests.api.conftest import instances
 from tests.conftest import BIN
 from tests.serving_process import free_port, request, running, wait_for_workers
-from treesurv import schema
-from treesurv.bundle import load_verified
+from treesurv.core import schema
+from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
 

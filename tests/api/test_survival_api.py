@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import ClientFactory, instances
-from treesurv import schema
-from treesurv.bundle import read_bundle
-from treesurv.predictor import FastPredictor, SurvivalPredictor
+from treesurv.core import schema
+from treesurv.inference.bundle import read_bundle
+from treesurv.inference.predictor import FastPredictor, SurvivalPredictor
+from treesurv.serving.model_choice import MAX_HORIZONS
 from treesurv.serving.schemas import DESIGN_EXAMPLE
-from treesurv.serving.variants import MAX_HORIZONS
 
 ACER = {**DESIGN_EXAMPLE, "Species": "Acer saccharum"}
 

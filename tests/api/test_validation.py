@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from treesurv import schema
+from treesurv.core import schema
 
 
 def problems(client: TestClient, body: Any, status: int = 422) -> list[dict[str, Any]]:

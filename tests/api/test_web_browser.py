@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import BIN, ROOT
 from tests.serving_process import free_port, request, running
-from treesurv import schema
+from treesurv.core import schema
 from treesurv.serving.schemas import DESIGN_EXAMPLE
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import good_row
-from treesurv import data
+from treesurv.core import data
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import frame_of, good_row
-from treesurv import data, schema
-from treesurv.cli import app
+from treesurv.cli.main import app
+from treesurv.core import data, schema
 
 
 def issues_of(frame: pd.DataFrame) -> list[data.RowIssue]:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import BIN, ROOT
 from tests.serving_process import free_port, request, running, wait_for_workers
-from treesurv import schema
+from treesurv.core import schema
 
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 

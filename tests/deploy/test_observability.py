@@ -21,10 +21,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from treesurv import data, schema
+from treesurv.core import data, schema
 from treesurv.monitoring.drift import Thresholds, compare
 from treesurv.monitoring.gauges import DriftCollector
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.monitoring.prediction_log.queue import PredictionLog
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -138,7 +138,7 @@ def test_monitoring_code_exposes_the_contract_names(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     PredictionLog(tmp_path / "log", registry=registry).close()
     frame = pd.DataFrame([schema.EXAMPLE] * 5)
-    report = compare(data.reference_profile(frame), frame, Thresholds(min_rows=1))
+    report = compare(data.reference_profile(frame), frame, Thresholds.from_params(min_rows=1))
     data.write_json(report.to_dict(), tmp_path / "drift.json")
     registry.register(DriftCollector(tmp_path / "drift.json"))
     names = contract()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv import data, schema
-from treesurv.bundle import load_verified
+from treesurv.core import data, schema
+from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
 ADDED = ["death_probability", "predicted_event", "model_version"]

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run
-from treesurv.batch import BatchError
-from treesurv.bundle import load_verified
-from treesurv.dask_batch import dask_client, expand_inputs, plan, score_distributed
+from treesurv.inference.batch import BatchError
+from treesurv.inference.bundle import load_verified
+from treesurv.inference.dask_batch import dask_client, expand_inputs, plan, score_distributed
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import run
 from tests.helpers import build_bundle
-from treesurv import data
-from treesurv.registry import Registry, promote
+from treesurv.core import data
+from treesurv.lifecycle.registry import Registry, promote
 
 STORE = Path("models/registry/tree-survival")
 DATA_RAW = Path("data/raw/Tree_Data.csv")

@@ -2,7 +2,7 @@
 
 Each command runs as a child process on a real git + DVC repository with a
 temporary local remote, and dies by SIGKILL at one step (`TREESURV_FAULT_AT`,
-see `treesurv.journal.checkpoint`). Afterwards the next command (`registry list`)
+see `treesurv.core.journal.checkpoint`). Afterwards the next command (`registry list`)
 finishes or undoes the interrupted operation, and the registry, the data pointer,
 the production bundle and the remote are consistent: the old state or the new
 one, never a mix. Then the command runs again and works.
@@ -29,10 +29,10 @@ from tests.lifecycle.conftest import (
     study_lines,
     versioned_repo,
 )
-from treesurv import data
-from treesurv.bundle import load_verified
-from treesurv.ingest import pointer_md5
-from treesurv.journal import DIRECTORY, FAULT_ENV
+from treesurv.core import data
+from treesurv.core.journal import DIRECTORY, FAULT_ENV
+from treesurv.inference.bundle import load_verified
+from treesurv.lifecycle.ingest import pointer_md5
 
 pytestmark = pytest.mark.slow
 

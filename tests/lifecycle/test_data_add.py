@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.lifecycle.conftest import Repo, study_lines
-from treesurv import data
-from treesurv.ingest import pointer_md5
+from treesurv.core import data
+from treesurv.lifecycle.ingest import pointer_md5
 
 pytestmark = pytest.mark.slow
 

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_REMOTE, copy_project, run
-from treesurv.bundle import BundleError, load_verified
+from treesurv.inference.bundle import BundleError, load_verified
 
 pytestmark = pytest.mark.slow
 

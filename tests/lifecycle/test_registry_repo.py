@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import build_bundle
 from tests.lifecycle.conftest import Repo, add_version, copy_of, manifest, versioned_repo
-from treesurv.bundle import load_verified
+from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
 

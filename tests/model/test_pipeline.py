@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv import data, schema
-from treesurv.bundle import load_verified
-from treesurv.config import DEFAULT_PATHS, Paths, load_params
-from treesurv.pipeline import load_pipeline
+from treesurv.core import data, schema
+from treesurv.core.config import DEFAULT_PATHS, Paths, load_params
+from treesurv.inference.bundle import load_verified
+from treesurv.training.stages import load_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +180,7 @@ def _tiny_params() -> dict[str, Any]:
 
 
 def test_training_is_deterministic(real_csv: Path) -> None:
-    from treesurv.train import train
+    from treesurv.training.classifier import train
 
     frame = data.model_frame(data.validate_file(real_csv)[0]).sample(600, random_state=1)
     a = train(frame, _tiny_params(), lambda m: None)
@@ -203,7 +203,7 @@ def test_training_is_deterministic(real_csv: Path) -> None:
 
 
 def test_outcome_columns_can_never_be_features(real_csv: Path) -> None:
-    from treesurv.train import train
+    from treesurv.training.classifier import train
 
     frame = data.model_frame(data.validate_file(real_csv)[0]).head(100)
     params = _tiny_params()

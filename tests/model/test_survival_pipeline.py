@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv import data, schema
-from treesurv.bundle import VARIANTS, load_verified, require_complete
-from treesurv.pipeline import load_pipeline
-from treesurv.predictor import HorizonError, SurvivalPredictor
+from treesurv.core import data, schema
+from treesurv.inference.bundle import VARIANTS, load_verified, require_complete
+from treesurv.inference.predictor import HorizonError, SurvivalPredictor
+from treesurv.training.stages import load_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -211,7 +211,7 @@ def _tiny(seed: int = 3) -> dict[str, Any]:
 
 
 def test_survival_training_is_deterministic(study: pd.DataFrame) -> None:
-    from treesurv.survival import train_survival
+    from treesurv.training.survival import train_survival
 
     frame = study.sample(500, random_state=2)
     a = train_survival(frame, _tiny(), lambda m: None)
@@ -224,8 +224,8 @@ def test_survival_training_is_deterministic(study: pd.DataFrame) -> None:
 
 
 def test_survival_training_refuses_bad_input(study: pd.DataFrame) -> None:
-    from treesurv.survival import train_survival
-    from treesurv.train import variant_params
+    from treesurv.training.classifier import variant_params
+    from treesurv.training.survival import train_survival
 
     frame = study.head(200)
     with pytest.raises(ValueError, match="need the 'Time' column"):
@@ -252,7 +252,7 @@ def test_survival_training_refuses_bad_input(study: pd.DataFrame) -> None:
 
 
 def test_survival_training_with_the_site(study: pd.DataFrame) -> None:
-    from treesurv.survival import train_survival
+    from treesurv.training.survival import train_survival
 
     params = _tiny()
     params["survival"]["site"] = True

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats
 
-from treesurv import data, schema
+from treesurv.core import data, schema
+from treesurv.core.config import Params, ParamsError
 from treesurv.monitoring.drift import (
     DriftError,
     Thresholds,
@@ -21,7 +22,7 @@ from treesurv.monitoring.drift import (
     ks_against_sketch,
     psi,
 )
-from treesurv.monitoring.drift_job import parse_when
+from treesurv.monitoring.drift_check import parse_when
 from treesurv.monitoring.gauges import DriftCollector, latest_drift
 
 
@@ -93,7 +94,7 @@ def test_chi2_homogeneity() -> None:
 
 def test_unshifted_sample_flags_nothing(profile: dict) -> None:
     for seed in (1, 2, 3):
-        report = compare(profile, synthetic(1500, seed=seed), Thresholds())
+        report = compare(profile, synthetic(1500, seed=seed), Thresholds.from_params())
         assert report.status == "ok", report.to_dict()
         assert report.drifted_features == [] and not report.prediction.drifted  # type: ignore[union-attr]
 
@@ -105,7 +106,7 @@ def test_shifted_features_and_only_those_are_flagged(profile: dict) -> None:
         cur["Soil"] != "Sterile", None
     )  # a client stops sending it
     cur["death_probability"] = np.random.default_rng(5).beta(5, 2, len(cur))
-    report = compare(profile, cur, Thresholds())
+    report = compare(profile, cur, Thresholds.from_params())
     assert report.status == "drift"
     assert report.drifted_features == ["Sterile", "Lignin"]
     assert report.prediction is not None and report.prediction.drifted
@@ -120,7 +121,7 @@ def test_shifted_features_and_only_those_are_flagged(profile: dict) -> None:
 def test_emf_missingness_counts_as_drift(profile: dict) -> None:
     cur = synthetic(1500, seed=6)
     cur["EMF"] = np.nan  # every EMF value goes missing
-    report = compare(profile, cur, Thresholds())
+    report = compare(profile, cur, Thresholds.from_params())
     assert report.drifted_features == ["EMF"]
     assert report.features["EMF"].test == "ks+chi2"
 
@@ -128,7 +129,7 @@ def test_emf_missingness_counts_as_drift(profile: dict) -> None:
 def test_small_logs_give_no_verdict(profile: dict) -> None:
     cur = synthetic(150, seed=7)
     cur["Lignin"] += 20
-    report = compare(profile, cur, Thresholds(min_rows=200))
+    report = compare(profile, cur, Thresholds.from_params(min_rows=200))
     assert report.status == "insufficient_data" and not report.drift_detected
     assert "200" in report.notes[0]
 
@@ -137,7 +138,7 @@ def test_prediction_comparison_uses_the_reference_model_only(profile: dict) -> N
     cur = synthetic(1000, seed=8)
     cur["model_version"] = ["1.0.0"] * 700 + ["2.0.0"] * 300
     cur.loc[700:, "death_probability"] = 0.99  # another model: not comparable
-    report = compare(profile, cur, Thresholds(), model_version="1.0.0")
+    report = compare(profile, cur, Thresholds.from_params(), model_version="1.0.0")
     assert report.prediction is not None and report.prediction.rows == 700
     assert not report.prediction.drifted
     assert any("300 prediction(s) by other model versions" in n for n in report.notes)
@@ -148,13 +149,15 @@ def test_bad_profiles_and_thresholds_are_named(profile: dict) -> None:
         compare(
             {"rows": 10, "features": {k: v for k, v in profile["features"].items() if k != "NSC"}},
             synthetic(300, 1),
-            Thresholds(),
+            Thresholds.from_params(),
         )
-    with pytest.raises(DriftError, match="p_value between 0 and 1"):
-        Thresholds.from_params({"monitor": {"p_value": 2}})
-    with pytest.raises(DriftError, match="bad value"):
-        Thresholds.from_params({"monitor": {"psi_threshold": "high"}})
-    assert Thresholds.from_params({"monitor": {"min_rows": 50}}).min_rows == 50
+    with pytest.raises(ParamsError, match=r"monitor\.p_value: Input should be less than 1"):
+        Params.parse({"monitor": {"p_value": 2}})
+    with pytest.raises(ParamsError, match=r"monitor\.psi_threshold: .* \(got 'high'\)"):
+        Params.parse({"monitor": {"psi_threshold": "high"}})
+    monitor = Params.parse({"monitor": {"min_rows": 50}}).monitor
+    assert Thresholds.from_params(monitor).min_rows == 50
+    assert Thresholds.from_params().psi == Params().monitor.psi_threshold
 
 
 def test_parse_when() -> None:
@@ -175,7 +178,7 @@ def test_drift_gauges_follow_the_report_file(profile: dict, tmp_path: Path) -> N
 
     cur = synthetic(1000, seed=9)
     cur["Lignin"] += 6.0
-    data.write_json(compare(profile, cur, Thresholds()).to_dict(), path)
+    data.write_json(compare(profile, cur, Thresholds.from_params()).to_dict(), path)
     value = registry.get_sample_value
     assert value("treesurv_drift_detected") == 1.0
     assert value("treesurv_drift_flagged", {"feature": "Lignin"}) == 1.0
@@ -186,7 +189,9 @@ def test_drift_gauges_follow_the_report_file(profile: dict, tmp_path: Path) -> N
     stamp = value("treesurv_drift_report_timestamp_seconds")
     assert stamp is not None and abs(stamp - datetime.now(UTC).timestamp()) < 120
 
-    data.write_json(compare(profile, synthetic(1000, seed=10), Thresholds()).to_dict(), path)
+    data.write_json(
+        compare(profile, synthetic(1000, seed=10), Thresholds.from_params()).to_dict(), path
+    )
     assert value("treesurv_drift_detected") == 0.0  # re-read when the file changes
 
     path.write_text("{ not json")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv import data, schema
-from treesurv.bundle import load_verified
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.core import data, schema
+from treesurv.inference.bundle import load_verified
+from treesurv.monitoring.prediction_log.queue import PredictionLog
 
 pytestmark = pytest.mark.slow
 SHIFTED = ["Species", "Light_ISF", "NSC"]

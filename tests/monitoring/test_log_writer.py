@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.monitoring.test_prediction_log import counter, instances, lines_in, rows_in
 from tests.serving_process import alive
-from treesurv.monitoring.logwriter import ProcessWriter
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.monitoring.prediction_log.queue import PredictionLog
+from treesurv.monitoring.prediction_log.writer import ProcessWriter
 
 
 def writer_pid(plog: PredictionLog) -> int:
@@ -109,7 +109,7 @@ def test_the_writer_process_outlives_signals_but_not_its_server(tmp_path: Path) 
     script = textwrap.dedent(
         f"""
         import os, signal
-        from treesurv.monitoring.predlog import PredictionLog
+        from treesurv.monitoring.prediction_log.queue import PredictionLog
         plog = PredictionLog({str(tmp_path / "killed")!r}, flush_interval=0.01)
         plog.record("x", "1.0.0", [{{"Species": "Acer saccharum"}}], [0.5], 0.001)
         plog.flush()

@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 import pytest
 from prometheus_client import CollectorRegistry
 
-from treesurv import schema
-from treesurv.monitoring.logfile import COLUMNS, read_log, rows_of
-from treesurv.monitoring.logformat import LINE_FIELDS, RotatingJsonlSink
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.core import schema
+from treesurv.monitoring.prediction_log.lines import LINE_FIELDS, RotatingJsonlSink
+from treesurv.monitoring.prediction_log.queue import PredictionLog
+from treesurv.monitoring.prediction_log.reader import COLUMNS, read_log, rows_of
 
 ACER = {**schema.EXAMPLE, "Species": "Acer saccharum", "EMF": None}
 

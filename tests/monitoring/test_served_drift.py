@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import BIN
 from tests.monitoring.test_drift_cli import drift
 from tests.serving_process import free_port, request, running
-from treesurv import schema
-from treesurv.monitoring.logfile import read_log
+from treesurv.core import schema
+from treesurv.monitoring.prediction_log.reader import read_log
 
 pytestmark = pytest.mark.slow
 SHIFTED = ["Light_ISF", "Soil"]

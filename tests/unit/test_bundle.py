@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.helpers import build_bundle, flip_middle_byte
-from treesurv import data
-from treesurv.bundle import MANIFEST, BundleError, load_verified, read_bundle
+from treesurv.core import data
+from treesurv.inference.bundle import MANIFEST, BundleError, load_verified, read_bundle
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_version_must_be_semver(tmp_path: Path, study: pd.DataFrame) -> None:
 def test_swap_during_a_read_gives_a_whole_bundle(
     tmp_path: Path, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from treesurv import bundle as bundle_mod
+    from treesurv.inference import bundle as bundle_mod
 
     path = tmp_path / "tree-survival"
     build_bundle(path, study, "1.0.0", trees=3)

@@ -12,10 +12,16 @@ import pandas as pd
 import pytest
 
 from tests.helpers import build_bundle, build_four_model_bundle, flip_middle_byte
-from treesurv import bundle as bundle_mod
-from treesurv import data, schema
-from treesurv.bundle import MANIFEST, BundleError, load_verified, read_bundle, require_complete
-from treesurv.predictor import SurvivalPredictor
+from treesurv.core import data, schema
+from treesurv.inference import bundle as bundle_mod
+from treesurv.inference.bundle import (
+    MANIFEST,
+    BundleError,
+    load_verified,
+    read_bundle,
+    require_complete,
+)
+from treesurv.inference.predictor import SurvivalPredictor
 
 SUBMODEL_FILES = (
     "predictor.json",
@@ -129,8 +135,8 @@ def test_serving_path_needs_neither_sklearn_nor_sksurv(four: Path) -> None:
     example = dict(schema.EXAMPLE)
     code = f"""
 import sys
-from treesurv.bundle import load_verified
-from treesurv.predictor import SurvivalPredictor
+from treesurv.inference.bundle import load_verified
+from treesurv.inference.predictor import SurvivalPredictor
 bundle, _ = load_verified({str(four)!r})
 row = {example!r}
 for variant in bundle.variants:

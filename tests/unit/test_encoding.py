@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from treesurv import data, schema
-from treesurv.encoding import RowEncoder, encode, fit_encoder
+from treesurv.core import data, schema
+from treesurv.core.encoding import RowEncoder, encode, fit_encoder
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +131,7 @@ def test_site_one_hot_of_the_plot_missing_is_a_typical_site(real_csv) -> None:  
 
 
 def test_site_survives_the_bundle_format_and_old_encoders_read_as_before() -> None:
-    from treesurv.encoding import EncoderParams
+    from treesurv.core.encoding import EncoderParams
 
     frame = pd.DataFrame({k: [schema.EXAMPLE[k]] * 3 for k in schema.DESIGN})
     for site in (False, True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tests.conftest import frame_of, good_row
-from treesurv.ingest import canonical, line_terminator, merge_rows, render_rows
+from treesurv.lifecycle.ingest import canonical, line_terminator, merge_rows, render_rows
 
 
 def test_canonical_compares_numbers_as_numbers_and_empties_as_one() -> None:

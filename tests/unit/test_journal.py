@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from treesurv.journal import DIRECTORY, FAULT_ENV, Journal, checkpoint, locked, write_atomic
+from treesurv.core.journal import DIRECTORY, FAULT_ENV, Journal, checkpoint, locked, write_atomic
 
 
 def test_the_journal_round_trips_and_clears(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_checkpoint_kills_only_at_the_named_step(monkeypatch: pytest.MonkeyPatch
     checkpoint("data-add:written")  # no variable: nothing happens
     monkeypatch.setenv(FAULT_ENV, "another-step")
     checkpoint("data-add:written")
-    code = "from treesurv.journal import checkpoint; checkpoint('here'); print('survived')"
+    code = "from treesurv.core.journal import checkpoint; checkpoint('here'); print('survived')"
     env = {**os.environ, FAULT_ENV: "here"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
     assert out.returncode == -9 and b"survived" not in out.stdout

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from treesurv import data, schema
-from treesurv.config import LifecycleConfig, ParamsError
-from treesurv.lifecycle import (
+from treesurv.core import data, schema
+from treesurv.core.config import Params, ParamsError, RetrainParams
+from treesurv.lifecycle.retrain import (
     RetrainError,
     decide,
     evaluation_rows,
@@ -20,7 +20,7 @@ from treesurv.lifecycle import (
     set_package_version,
 )
 
-GATE = LifecycleConfig(roc_auc_tolerance=0.005, brier_tolerance=0.002)
+GATE = RetrainParams(roc_auc_tolerance=0.005, brier_tolerance=0.002)
 CHAMP = {"roc_auc": 0.930, "brier": 0.100}
 
 
@@ -61,15 +61,17 @@ def test_gate_refuses_undefined_metrics() -> None:
 
 
 def test_lifecycle_params_are_checked() -> None:
-    assert LifecycleConfig.from_params({}) == LifecycleConfig()
-    cfg = LifecycleConfig.from_params({"retrain": {"roc_auc_tolerance": "0.01", "stage": "live"}})
+    assert Params.parse({}).retrain == RetrainParams()
+    cfg = Params.parse({"retrain": {"roc_auc_tolerance": "0.01", "stage": "live"}}).retrain
     assert cfg.roc_auc_tolerance == 0.01 and cfg.stage == "live"
-    with pytest.raises(ParamsError, match="unknown key"):
-        LifecycleConfig.from_params({"retrain": {"auc_tol": 0.1}})
-    with pytest.raises(ParamsError, match="must be a float"):
-        LifecycleConfig.from_params({"retrain": {"brier_tolerance": "lots"}})
-    with pytest.raises(ParamsError, match="negative"):
-        LifecycleConfig.from_params({"retrain": {"brier_tolerance": -1}})
+    with pytest.raises(ParamsError, match=r"retrain\.auc_tol: Extra inputs are not permitted"):
+        Params.parse({"retrain": {"auc_tol": 0.1}})
+    with pytest.raises(ParamsError, match=r"retrain\.brier_tolerance: .*valid number.*'lots'"):
+        Params.parse({"retrain": {"brier_tolerance": "lots"}})
+    with pytest.raises(
+        ParamsError, match=r"retrain\.brier_tolerance: .*greater than or equal to 0"
+    ):
+        Params.parse({"retrain": {"brier_tolerance": -1}})
 
 
 def test_evaluation_rows_exclude_rows_the_champion_trained_on() -> None:

@@ -19,10 +19,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from treesurv import data, schema
-from treesurv.compiler import CompileError, compile_model
-from treesurv.encoding import encode, fit_encoder
-from treesurv.predictor import FastPredictor, PredictorError, dumps, loads
+from treesurv.core import data, schema
+from treesurv.core.encoding import encode, fit_encoder
+from treesurv.inference.predictor import FastPredictor, PredictorError, dumps, loads
+from treesurv.training.compiler import CompileError, compile_model
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.test_predictor import MODELS
-from treesurv import data, schema
-from treesurv.compiler import compile_model
-from treesurv.encoding import encode, fit_encoder
-from treesurv.predictor import FastPredictor, PredictorError, _float32_thresholds, dumps, loads
+from treesurv.core import data, schema
+from treesurv.core.encoding import encode, fit_encoder
+from treesurv.inference.predictor import (
+    FastPredictor,
+    PredictorError,
+    _float32_thresholds,
+    dumps,
+    loads,
+)
+from treesurv.training.compiler import compile_model
 
 
 @pytest.fixture(scope="module")

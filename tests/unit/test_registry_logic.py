@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from treesurv.registry import (
+from treesurv.lifecycle.registry import (
     ROLLBACK,
     Bump,
     RegistryError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from treesurv import schema
+from treesurv.core import schema
 
 
 def test_ten_features_with_the_original_api_names() -> None:

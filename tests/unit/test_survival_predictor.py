@@ -13,10 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
-from treesurv import data, schema
-from treesurv.compiler import CompileError, compile_model, compile_survival
-from treesurv.encoding import encode, fit_encoder
-from treesurv.predictor import (
+from treesurv.core import data, schema
+from treesurv.core.encoding import encode, fit_encoder
+from treesurv.inference.predictor import (
     HorizonError,
     PredictorError,
     SurvivalPredictor,
@@ -24,7 +23,8 @@ from treesurv.predictor import (
     loads,
     loads_survival,
 )
-from treesurv.survival import survival_target
+from treesurv.training.compiler import CompileError, compile_model, compile_survival
+from treesurv.training.survival import survival_target
 
 
 @pytest.fixture(scope="module")

@@ -26,43 +26,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from treesurv import schema
+from treesurv.core import schema
+from treesurv.core.config import MonitorParams
+from treesurv.core.errors import InputError
 
 PREDICTION = "death_probability"
 MISSING = "(missing)"
 EPSILON = 1e-4  # share floor in the PSI, so an empty bin gives a large finite value
 
 
-class DriftError(Exception):
+class DriftError(InputError):
     """The reference profile or the thresholds are unusable; the message says why."""
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    psi: float = 0.2
-    p_value: float = 0.01
-    prediction_psi: float = 0.2
-    min_rows: int = 200
+    """The `monitor` section of params.yaml, under the names the report uses."""
+
+    psi: float
+    p_value: float
+    prediction_psi: float
+    min_rows: int
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Thresholds:
-        section = params.get("monitor") or {}
-        if not isinstance(section, dict):
-            raise DriftError("params: `monitor` must be a mapping")
-        try:
-            out = cls(
-                psi=float(section.get("psi_threshold", cls.psi)),
-                p_value=float(section.get("p_value", cls.p_value)),
-                prediction_psi=float(section.get("prediction_psi_threshold", cls.prediction_psi)),
-                min_rows=int(section.get("min_rows", cls.min_rows)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise DriftError(f"params: bad value in `monitor`: {exc}") from None
-        if out.psi <= 0 or out.prediction_psi <= 0 or not 0 < out.p_value < 1 or out.min_rows < 1:
-            raise DriftError(
-                "params: monitor thresholds must be positive and p_value between 0 and 1"
-            )
-        return out
+    def from_params(cls, monitor: MonitorParams | None = None, **changes: Any) -> Thresholds:
+        m = (monitor or MonitorParams()).model_copy(update=changes)
+        return cls(m.psi_threshold, m.p_value, m.prediction_psi_threshold, m.min_rows)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 from treesurv.monitoring.gauges import DriftCollector
-from treesurv.monitoring.predlog import PredictionLog
+from treesurv.monitoring.prediction_log.queue import PredictionLog
 
 log = logging.getLogger("treesurv.serving")
 

@@ -19,9 +19,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from treesurv import __version__, schema
+from treesurv import __version__
+from treesurv.core import schema
+from treesurv.inference import kernel_cache as jit
 from treesurv.monitoring.service import ServiceLog, drift_collector
-from treesurv.serving import errors, jit, oip, routes, survival_routes, variants, web
+from treesurv.serving import errors, oip, routes, survival_routes, web
+from treesurv.serving import model_choice as variants
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, Edge
 from treesurv.serving.schemas import Instance, PredictionRequest

@@ -2,7 +2,7 @@
 
 Pydantic's errors are precise but speak in types ("Input should be 'a' or 'b'");
 clients of this API want "instances[2].Soil: 'Oak' is not allowed; must be one of …".
-The allowed values come from `treesurv.schema`, like everything else.
+The allowed values come from `treesurv.core.schema`, like everything else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from treesurv import schema
+from treesurv.core import schema
 from treesurv.serving.schemas import RULE_ERROR
 
 MAX_VALUE_CHARS = 200

@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from treesurv.core.errors import InputError
 from treesurv.monitoring.service import HEADER as REQUEST_ID
 from treesurv.monitoring.service import RequestIds, ServiceLog, hand_over
 from treesurv.serving.metrics import UNMATCHED, Metrics
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError):
     pass
 
 

@@ -18,7 +18,9 @@ from fastapi.exception_handlers import http_exception_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from treesurv import __version__, schema
+from treesurv import __version__
+from treesurv.core import schema
+from treesurv.core.errors import InputError
 from treesurv.monitoring.service import remember
 from treesurv.serving import errors
 from treesurv.serving.routes import _json, model_state, score, settings_of
@@ -110,7 +112,7 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
-class ProtocolError(Exception):
+class ProtocolError(InputError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status

@@ -20,10 +20,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from treesurv import schema
+from treesurv.core import schema
+from treesurv.inference.predictor import FastPredictor
 from treesurv.monitoring.service import remember
-from treesurv.predictor import FastPredictor
-from treesurv.serving import variants
+from treesurv.serving import model_choice as variants
 from treesurv.serving.schemas import (
     DESIGN_EXAMPLE,
     ErrorResponse,

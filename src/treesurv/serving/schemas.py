@@ -1,4 +1,4 @@
-"""Request and response models of the API, generated from `treesurv.schema`.
+"""Request and response models of the API, generated from `treesurv.core.schema`.
 
 `Instance` is built field by field from `schema.FEATURES`: categories become
 `Literal[...]`, ranges `ge`/`le`, and the cross-field rules run through
@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.config import JsonDict, JsonValue
 from pydantic_core import PydanticCustomError
 
-from treesurv import schema
+from treesurv.core import schema
 
 RULE_ERROR = "rule_violation"
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from treesurv.config import DEFAULT_PATHS
+from treesurv.core.config import DEFAULT_PATHS
 
 
 class Settings(BaseSettings):

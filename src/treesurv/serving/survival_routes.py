@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from treesurv import schema
-from treesurv.serving import errors, variants
+from treesurv.core import schema
+from treesurv.serving import errors
+from treesurv.serving import model_choice as variants
 from treesurv.serving.routes import (
     INVALID,
     THREADPOOL_MIN_ROWS,

@@ -1,4 +1,4 @@
-"""The web page at `/`: a form built from `treesurv.schema`, drawn by a small script.
+"""The web page at `/`: a form built from `treesurv.core.schema`, drawn by a small script.
 
 The page, its script and its style sheet are files of this package (no build
 step, no CDN). The script builds the form from `GET /ui/form.json`, which is
@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from treesurv import schema
+from treesurv.core import schema
+from treesurv.serving.model_choice import MAX_HORIZONS, default_days
 from treesurv.serving.routes import _json
-from treesurv.serving.variants import MAX_HORIZONS, default_days
 
 router = APIRouter(include_in_schema=False)
 STATIC = {

@@ -1,0 +1,581 @@
+"""Load, validate and prepare the study's data.
+
+Validation is row-level: every bad cell or row is reported with its line number
+in the file, the column, the value and the rule it breaks, so that whoever owns
+the file can fix it in one pass. Pure functions take and return DataFrames; the
+only I/O is `read_table` / `write_table`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from treesurv.core import schema
+from treesurv.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class DataFileError(InputError):
+    """A data file that cannot be read at all; the message is one line."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def sniff_text(path: Path) -> None:
+    """Refuse binary files early with a reason, instead of a parser traceback."""
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024)
+    if not head.strip():
+        raise DataFileError(f"{path}: the file is empty")
+    if b"\x00" in head:
+        raise DataFileError(f"{path}: not a CSV file (it contains binary data)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the 64 KiB boundary is not an error.
+        if exc.start < len(head) - 4:
+            raise DataFileError(
+                f"{path}: not a CSV file (not UTF-8 text at byte {exc.start})"
+            ) from None
+
+
+def read_table(path: Path | str, *, as_text: bool = True) -> pd.DataFrame:
+    """Read a CSV or Parquet file; CSV cells stay text so validation can report them.
+
+    Raises DataFileError with a one-line reason when the file cannot be parsed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory, not a data file")
+    if is_parquet(path):
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types; the reason is what matters
+            raise DataFileError(
+                f"{path}: not a readable Parquet file ({first_line(exc)})"
+            ) from None
+    sniff_text(path)
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=str if as_text else None,
+            keep_default_na=False,
+            na_values=NA_VALUES,
+            skipinitialspace=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataFileError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataFileError(f"{path}: not a valid CSV file ({first_line(exc)})") from None
+    if len(frame.columns) == 1 and len(frame) and not _looks_like_header(frame.columns[0]):
+        raise DataFileError(f"{path}: not a CSV file (found a single column, no commas)")
+    return frame
+
+
+def _looks_like_header(name: str) -> bool:
+    return name in schema.FEATURE_NAMES or name in (schema.ID, schema.TARGET)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def write_table(frame: pd.DataFrame, path: Path | str) -> None:
+    """Write CSV or Parquet (by extension) atomically: a crash leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if is_parquet(path):
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def file_md5(path: Path | str) -> str:
+    # DVC identifies data by md5; not for security.
+    digest = hashlib.md5(usedforsecurity=False)
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------ validation
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """One broken rule: `line` is the 1-based line in the file (header is line 1)."""
+
+    line: int | None
+    column: str
+    value: str
+    rule: str
+
+    def describe(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        return f"{where}: {self.column}={self.value}: {self.rule}"
+
+
+@dataclass
+class ValidationReport:
+    source: str
+    rows: int = 0
+    valid_rows: int = 0
+    issues: list[RowIssue] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fatal: str | None = None  # a reason that makes the whole file unusable
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and not self.issues
+
+    @property
+    def bad_lines(self) -> set[int]:
+        return {i.line for i in self.issues if i.line is not None}
+
+    def summary(self) -> str:
+        if self.fatal:
+            return f"{self.source}: unusable: {self.fatal}"
+        if self.ok:
+            return f"{self.source}: {self.valid_rows} valid rows" + (
+                f" ({'; '.join(self.notes)})" if self.notes else ""
+            )
+        return (
+            f"{self.source}: {len(self.issues)} problem(s) in "
+            f"{len(self.bad_lines)} row(s) of {self.rows}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    """What a file must carry: training data needs ids and targets, scoring data not."""
+
+    require_id: bool = True
+    require_target: bool = True
+
+
+TRAINING = ValidationOptions()
+SCORING = ValidationOptions(require_id=False, require_target=False)
+
+
+def _rule_text(check: str, column: str) -> str:
+    feature = schema.FEATURES_BY_NAME.get(column)
+    if check.startswith("coerce_dtype") or check.startswith("dtype("):
+        if column == schema.ID:
+            return "must be a whole number"
+        return "must be a number"
+    if check == "not_nullable":
+        return "is required (the cell is empty)"
+    if check == "field_uniqueness":
+        return f"duplicate {column}: ids must be unique"
+    if check == "column_in_dataframe":
+        return "required column is missing"
+    if feature is not None and (check.startswith("isin") or check.startswith("in_range")):
+        return f"must be {feature.allowed()}"
+    if column == schema.TARGET:
+        return "must be 0 (censored) or 1 (died)"
+    return check
+
+
+def _pandera() -> Any:
+    # Imported lazily: pandera is heavy and scoring a validated request needs none of it.
+    import pandera.pandas as pa
+
+    return pa
+
+
+def _type_schema(options: ValidationOptions) -> Any:
+    pa = _pandera()
+    columns: dict[str, Any] = {}
+    for f in schema.FEATURES:
+        dtype = str if f.kind == "categorical" else float
+        columns[f.name] = pa.Column(dtype, coerce=True, nullable=True)
+    if options.require_id:
+        columns[schema.ID] = pa.Column("Int64", coerce=True, nullable=True)
+    if options.require_target:
+        columns[schema.TARGET] = pa.Column(float, coerce=True, nullable=True)
+    return pa.DataFrameSchema(columns)
+
+
+def _value_schema(options: ValidationOptions) -> Any:
+    pa = _pandera()
+    columns: dict[str, Any] = {}
+    for f in schema.FEATURES:
+        if f.kind == "categorical":
+            columns[f.name] = pa.Column(str, pa.Check.isin(list(f.categories)), nullable=False)
+        else:
+            columns[f.name] = pa.Column(
+                float, pa.Check.in_range(f.minimum, f.maximum), nullable=f.nullable
+            )
+    if options.require_id:
+        columns[schema.ID] = pa.Column("Int64", unique=True, nullable=False)
+    if options.require_target:
+        columns[schema.TARGET] = pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=False)
+    checks = [
+        pa.Check(_rule_check(rule), name=rule.name, error=rule.message) for rule in schema.RULES
+    ]
+    return pa.DataFrameSchema(columns, checks=checks)
+
+
+def _rule_check(rule: schema.Rule) -> Any:
+    def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
+        ok = pd.Series(rule_mask(frame, rule), index=frame.index)
+        # Report once per row, on the rule's first column.
+        out = pd.DataFrame(True, index=frame.index, columns=frame.columns)
+        out[rule.columns[0]] = ok
+        return out
+
+    return check_frame
+
+
+def rule_mask(frame: pd.DataFrame, rule: schema.Rule) -> np.ndarray:
+    """True where the row obeys the rule (rows with unknown categories pass: those
+    are reported by the category check already)."""
+    species = frame["Species"].astype("object")
+    soil = frame["Soil"].astype("object")
+    if rule.name == "emf_matches_species":
+        myco = species.map(schema.SPECIES_MYCO)
+        emf_missing = frame["EMF"].isna()
+        ok = myco.isna() | (emf_missing == (myco == "AMF"))
+    elif rule.name == "sterile_matches_soil":
+        sterile = frame["Sterile"].astype("object")
+        known = soil.isin(schema.SOIL_SOURCES) & sterile.isin(schema.STERILE)
+        ok = ~known | ((soil == "Sterile") == (sterile == "Sterile"))
+    elif rule.name == "conspecific_matches_soil":
+        consp = frame["Conspecific"].astype("object")
+        known = (
+            species.isin(schema.SPECIES)
+            & soil.isin(schema.SOIL_SOURCES)
+            & consp.isin(schema.CONSPECIFIC)
+        )
+        expected = np.where(
+            soil == "Sterile",
+            "Sterilized",
+            np.where(soil == species, "Conspecific", "Heterospecific"),
+        )
+        ok = ~known | (consp == expected)
+    else:  # pragma: no cover - every rule in schema.RULES is handled above
+        raise KeyError(rule.name)
+    return np.asarray(ok, dtype=bool)
+
+
+def _failures(frame: pd.DataFrame, pandera_schema: Any) -> pd.DataFrame:
+    pa = _pandera()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            pandera_schema.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            return exc.failure_cases
+    return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "(empty)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def coerce(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame:
+    """Typed copy of the model columns; cells that do not parse become missing.
+
+    The other columns are shared with `frame` (a shallow copy): every column
+    changed here is replaced, never written into."""
+    out = frame.copy(deep=False)
+    for f in schema.FEATURES:
+        if f.name not in out.columns:
+            continue
+        if f.kind == "numeric":
+            out[f.name] = pd.to_numeric(out[f.name], errors="coerce").astype(float)
+        else:
+            out[f.name] = out[f.name].astype("object").where(out[f.name].notna(), None)
+    if options.require_id and schema.ID in out.columns:
+        num = pd.to_numeric(out[schema.ID], errors="coerce")
+        whole = num.notna() & (num == np.floor(num.fillna(0)))
+        out[schema.ID] = num.where(whole).astype("Int64")
+    if schema.TARGET in out.columns:
+        out[schema.TARGET] = pd.to_numeric(out[schema.TARGET], errors="coerce").astype(float)
+    return out
+
+
+def validate(
+    frame: pd.DataFrame, source: str = "data", options: ValidationOptions = TRAINING
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Validate a raw frame against the schema.
+
+    Returns the typed rows that pass (rows with an empty target are dropped with a
+    note when targets are required) and the report. The caller decides whether a
+    report with issues stops the pipeline (training) or only skips rows (scoring).
+    """
+    report = ValidationReport(source=source, rows=len(frame))
+    required = list(schema.FEATURE_NAMES)
+    if options.require_id:
+        required.append(schema.ID)
+    if options.require_target:
+        required.append(schema.TARGET)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        report.fatal = "missing required column(s): " + ", ".join(missing)
+        report.issues = [
+            RowIssue(None, c, "(absent)", "required column is missing") for c in missing
+        ]
+        return frame.iloc[0:0], report
+    if len(frame) == 0:
+        report.fatal = "the file has no data rows"
+        return frame, report
+
+    frame = frame.reset_index(drop=True)
+    issues: list[RowIssue] = []
+    seen: set[tuple[int, str]] = set()
+
+    def add(index: Any, column: str, value: Any, check: str, message: str | None = None) -> None:
+        idx = (
+            None
+            if index is None or (isinstance(index, float) and math.isnan(index))
+            else int(index)
+        )
+        if idx is not None:
+            if (idx, column) in seen:
+                return
+            seen.add((idx, column))
+        line = idx + 2 if idx is not None else None
+        issues.append(RowIssue(line, column, _fmt(value), message or _rule_text(check, column)))
+
+    # Pass 1: does every cell parse as its type?
+    types = _failures(frame, _type_schema(options))
+    for case in types.to_dict("records"):
+        if str(case["check"]).startswith("coerce_dtype"):
+            add(case["index"], str(case["column"]), case["failure_case"], str(case["check"]))
+    typed = coerce(frame, options)
+
+    # An empty target is a row the study never resolved: drop it, with a note.
+    if options.require_target:
+        empty_target = frame[schema.TARGET].isna()
+        if empty_target.any():
+            lines = ", ".join(str(i + 2) for i in np.flatnonzero(empty_target.to_numpy()))
+            report.notes.append(
+                f"dropped {int(empty_target.sum())} row(s) with an empty target (line {lines})"
+            )
+            log.info("%s: %s", source, report.notes[-1])
+            typed = typed[~empty_target]
+
+    # Pass 2: values, uniqueness and cross-field rules on the typed rows.
+    values = _failures(typed, _value_schema(options))
+    rules = {r.name: r for r in schema.RULES}
+    for case in values.to_dict("records"):
+        check, column, index = str(case["check"]), str(case["column"]), case["index"]
+        if index is None or (isinstance(index, float) and math.isnan(index)):
+            continue
+        if check.startswith("dtype("):
+            continue  # reported by pass 1
+        if check in rules or check in {r.message for r in schema.RULES}:
+            rule = rules.get(check) or next(r for r in schema.RULES if r.message == check)
+            vals = ", ".join(f"{c}={_fmt(frame.at[int(index), c])}" for c in rule.columns)
+            add(index, "+".join(rule.columns), vals, check, rule.message)
+            continue
+        if check == "not_nullable" and (int(index), column) in seen:
+            continue  # an unparseable cell became empty; already reported
+        raw = frame.at[int(index), column] if column in frame.columns else case["failure_case"]
+        add(index, column, raw, check)
+    issues.sort(key=lambda i: (i.line or 0, i.column))
+    report.issues = issues
+    bad = {i.line - 2 for i in issues if i.line is not None}
+    clean = typed[~typed.index.isin(bad)]
+    report.valid_rows = len(clean)
+    if report.valid_rows == 0 and not issues:
+        report.fatal = "no usable rows"
+    return clean, report
+
+
+def all_valid(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame | None:
+    """Fast vectorised check of the same rules as `validate`, for large clean files.
+
+    Returns the typed frame (what `validate` would return) when every row passes
+    every check, and None otherwise: the caller then runs `validate` for the
+    row-level report. It never accepts a row that `validate` would refuse: a cell
+    that does not parse, is out of range, is empty where required, or breaks a
+    category or cross-field rule fails here too. Ids and targets (training
+    files) are left to `validate`.
+    """
+    if options.require_id or options.require_target:
+        return None
+    if len(frame) == 0 or any(c not in frame.columns for c in schema.FEATURE_NAMES):
+        return None
+    typed = coerce(frame, options)
+    for f in schema.FEATURES:
+        raw, col = frame[f.name], typed[f.name]
+        if f.kind == "categorical":
+            if not col.isin(f.categories).all():
+                return None
+            continue
+        values = col.to_numpy(dtype=float)
+        missing = np.isnan(values)
+        # A cell that was given but did not parse is a type error, not a gap.
+        if (missing & raw.notna().to_numpy()).any() or (missing.any() and not f.nullable):
+            return None
+        present = values[~missing]
+        if ((present < f.minimum) | (present > f.maximum)).any():
+            return None
+    if not all(rule_mask(typed, rule).all() for rule in schema.RULES):
+        return None
+    return typed
+
+
+def validate_file(
+    path: Path | str, options: ValidationOptions = TRAINING
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read and validate; a file that cannot be read gives a fatal one-line reason."""
+    try:
+        frame = read_table(path)
+    except DataFileError as exc:
+        report = ValidationReport(source=str(path), fatal=str(exc).split(": ", 1)[-1])
+        return pd.DataFrame(), report
+    return validate(frame, source=str(path), options=options)
+
+
+# -------------------------------------------------------------------------- prepare
+
+
+def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns the pipeline keeps: id, features, target, group and time."""
+    keep = [schema.ID, *schema.FEATURE_NAMES, schema.TARGET]
+    keep += [c for c in (schema.GROUP, schema.TIME) if c in frame.columns]
+    out = frame[keep].copy()
+    if schema.GROUP in out.columns:
+        out[schema.GROUP] = pd.to_numeric(out[schema.GROUP], errors="coerce").astype("Int64")
+    if schema.TIME in out.columns:
+        out[schema.TIME] = pd.to_numeric(out[schema.TIME], errors="coerce").astype(float)
+    out[schema.TARGET] = out[schema.TARGET].astype(int)
+    out[schema.ID] = out[schema.ID].astype("int64")
+    return out.reset_index(drop=True)
+
+
+def holdout_mask(ids: Iterable[Any], test_percent: float, salt: str = "treesurv") -> np.ndarray:
+    """True for rows held out for testing, decided by a hash of the seedling id.
+
+    A hash rather than a random split keeps every existing row on the same side
+    when new census rows are appended, so the champion and a challenger are always
+    compared on rows neither of them was trained on.
+    """
+    out = []
+    for value in ids:
+        digest = hashlib.sha256(f"{salt}:{value}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "big") % 10_000 < test_percent * 100)
+    return np.asarray(out, dtype=bool)
+
+
+def split(frame: pd.DataFrame, test_percent: float, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    mask = holdout_mask(frame[schema.ID], test_percent, salt)
+    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+
+
+def reference_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
+    """A compact description of the training inputs, for drift checks later.
+
+    Numeric features: quantile bin edges and the share of rows in each bin, a
+    quantile sketch and summary statistics; categorical: the share of each
+    category. Missing values have their own share so that a change in
+    missingness counts as drift.
+    """
+    features: dict[str, Any] = {}
+    n = len(frame)
+    for f in schema.FEATURES:
+        col = frame[f.name]
+        missing = float(col.isna().mean()) if n else 0.0
+        if f.kind == "categorical":
+            counts = col.value_counts(dropna=True)
+            features[f.name] = {
+                "kind": "categorical",
+                "shares": {c: float(counts.get(c, 0)) / n for c in f.categories},
+                "missing": missing,
+            }
+        else:
+            features[f.name] = numeric_profile(col.dropna().to_numpy(dtype=float), bins, missing)
+    return {"rows": n, "features": features}
+
+
+# Quantiles at (i + 0.5) / SKETCH_POINTS: a stand-in sample of the reference that
+# keeps its ties, so that a two-sample KS test can run against the profile alone.
+SKETCH_POINTS = 100
+
+
+def numeric_profile(values: np.ndarray, bins: int, missing: float = 0.0) -> dict[str, Any]:
+    """Quantile bins, a quantile sketch and summary statistics of one numeric column."""
+    edges = _quantile_edges(values, bins)
+    hist = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+    probs = (np.arange(SKETCH_POINTS) + 0.5) / SKETCH_POINTS
+    return {
+        "kind": "numeric",
+        "edges": edges.tolist(),
+        "shares": (hist / max(len(values), 1)).tolist(),
+        "missing": missing,
+        "count": len(values),
+        "mean": float(values.mean()) if len(values) else None,
+        "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+        "min": float(values.min()) if len(values) else None,
+        "max": float(values.max()) if len(values) else None,
+        "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)}
+        if len(values)
+        else {},
+        "sketch": np.quantile(values, probs, method="inverted_cdf").tolist() if len(values) else [],
+    }
+
+
+def _quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    if len(values) == 0:
+        return np.array([0.0, 1.0])
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    return edges
+
+
+def write_json(obj: Any, path: Path | str) -> None:
+    """Write JSON atomically (write beside, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,371 @@
+"""Batch scoring of CSV or Parquet files, streamed in chunks with bounded memory.
+
+The output keeps every input column, in order, and adds `death_probability`,
+`predicted_event` and `model_version`. With `on_error="fail"` nothing is written
+unless every row is valid; with `"skip"` the valid rows are scored and the
+rejected ones go to `<output>.rejects.csv` with their line numbers and reasons.
+Everything is written to a temporary file first and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from treesurv.core import data, schema
+from treesurv.core.errors import InputError
+from treesurv.inference.bundle import Bundle
+from treesurv.inference.predictor import CompiledModel
+
+OnError = Literal["fail", "skip"]
+OUTPUT_COLUMNS = ("death_probability", "predicted_event", "model_version")
+MAX_REPORTED = 1000
+DEFAULT_CHUNK_ROWS = 50_000
+
+
+class BatchError(InputError):
+    """Scoring stopped; nothing was written (the message says why)."""
+
+    def __init__(self, message: str, result: BatchResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class BatchResult:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    issues: list[data.RowIssue] = field(default_factory=list)
+    issue_count: int = 0
+    output: Path | None = None
+    rejects: Path | None = None
+
+    def note(self, issues: list[data.RowIssue]) -> None:
+        self.issue_count += len(issues)
+        room = MAX_REPORTED - len(self.issues)
+        if room > 0:
+            self.issues.extend(issues[:room])
+
+
+def rejects_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.rejects.csv")
+
+
+def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Iterator[pd.DataFrame]:
+    """Chunks of the raw input; CSV cells stay text so bad values can be reported."""
+    if data.is_parquet(path):
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise data.DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            on_bytes(batch.num_rows)
+            yield batch.to_pandas()
+        return
+    data.sniff_text(path)
+    with path.open("rb") as fh:
+        try:
+            # Cells are kept exactly as written ("NA" stays "NA" in a CSV output);
+            # missing-value tokens are recognised only for validation and scoring.
+            reader = pd.read_csv(fh, dtype=str, na_filter=False, chunksize=chunk_rows)
+            last = 0
+            for chunk in reader:
+                pos = fh.tell()
+                on_bytes(pos - last)
+                last = pos
+                yield chunk
+        except pd.errors.EmptyDataError:
+            raise data.DataFileError(f"{path}: the file is empty") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise data.DataFileError(
+                f"{path}: not a valid CSV file ({data.first_line(exc)})"
+            ) from None
+
+
+def input_size(path: Path) -> int:
+    """Progress total: rows for Parquet (known from metadata), bytes for CSV."""
+    if data.is_parquet(path):
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:
+            return 0
+    return path.stat().st_size
+
+
+def _scored(chunk: pd.DataFrame, proba: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+    # A shallow copy: the input columns are shared, not duplicated, in memory.
+    out = chunk.copy(deep=False)
+    stale = [c for c in OUTPUT_COLUMNS if c in out.columns]
+    if stale:
+        out = out.drop(columns=stale)
+    out["death_probability"] = proba
+    out["predicted_event"] = (proba >= threshold).astype(np.int8)
+    out["model_version"] = version
+    return out
+
+
+class _Writer:
+    """Appends scored chunks to a temporary file in the output's format."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._parquet: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._header = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if data.is_parquet(self.path):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                # A column empty in the first chunk must still take text later.
+                self._schema = pa.schema(
+                    [
+                        f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                        for f in table.schema
+                    ]
+                ).remove_metadata()
+                table = table.cast(self._schema)
+                self._parquet = pq.ParquetWriter(self.tmp, self._schema)
+            else:
+                assert self._schema is not None
+                table = table.cast(self._schema)
+            self._parquet.write_table(table)
+        else:
+            with self.tmp.open("wb" if self._header else "ab") as fh:
+                fh.write(_csv_bytes(frame, self._header))
+            self._header = False
+
+    def commit(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._header:  # no rows at all: still write the header-only file
+            pd.DataFrame(columns=list(OUTPUT_COLUMNS)).to_csv(self.tmp, index=False)
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+_NEEDS_QUOTES = r'[",\r\n]'
+
+
+def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
+    """One chunk as CSV, exactly as pandas would quote it.
+
+    Arrow writes CSV several times faster than pandas but quotes every string
+    unless told to quote none; so when no text cell needs quotes (the usual
+    case) the body goes through Arrow unquoted, and otherwise through pandas.
+    """
+    head = frame.iloc[0:0].to_csv(index=False).encode() if header else b""
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError):
+        table = None  # mixed-type object columns: let pandas render them
+    if table is not None and not any(
+        pc.any(pc.match_substring_regex(table[c], _NEEDS_QUOTES)).as_py()
+        for c in table.column_names
+        if pa.types.is_string(table[c].type) or pa.types.is_large_string(table[c].type)
+    ):
+        sink = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        pacsv.write_csv(table, sink, write_options=options)
+        return head + sink.getvalue().to_pybytes()
+    return head + frame.to_csv(index=False, header=False).encode()
+
+
+@dataclass
+class CheckedChunk:
+    """One chunk, validated: the rows to write and the model's inputs for them."""
+
+    rows: int
+    issues: list[data.RowIssue]  # line numbers in the file
+    rejects: pd.DataFrame | None  # the bad rows with `line` and `reasons`, if any
+    keep: pd.DataFrame  # the valid rows as they will be written (before scoring)
+    inputs: pd.DataFrame  # the valid rows' typed model inputs
+
+
+@dataclass
+class ScoredChunk:
+    """One chunk, validated and scored: what both the streamed and the Dask path write."""
+
+    rows: int
+    issues: list[data.RowIssue]
+    rejects: pd.DataFrame | None
+    scored: pd.DataFrame  # the valid rows with the three output columns
+
+
+def check_chunk(
+    chunk: pd.DataFrame, features: list[str], *, first_line: int, source: Path, output: Path
+) -> CheckedChunk:
+    """Validate a raw chunk (CSV cells as text, or Parquet values).
+
+    `first_line` is the file line of the chunk's first row (2 for the first chunk
+    of a CSV: the header is line 1). Clean chunks (the usual case) take the
+    vectorised check; a chunk with any problem goes through `validate` for its
+    row-level report.
+    """
+    missing = [c for c in schema.FEATURE_NAMES if c not in chunk.columns]
+    if missing:
+        raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
+    chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
+    text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
+    parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
+    fast = data.all_valid(parsed)
+    issues: list[data.RowIssue] = []
+    rejects = None
+    if fast is not None:
+        clean = fast
+    else:
+        clean, report = data.validate(parsed, str(source), data.SCORING)
+        issues = [_shift(i, first_line - 2) for i in report.issues]
+    if issues:
+        bad = sorted({i.line - first_line for i in issues if i.line is not None})
+        reasons = _reasons(issues)
+        rejects = chunk.iloc[bad].copy()
+        rejects.insert(0, "line", [first_line + b for b in bad])
+        rejects["reasons"] = [reasons[first_line + b] for b in bad]
+    base = parsed if text_to_parquet else chunk
+    keep = base.iloc[clean.index.to_numpy()] if issues else base
+    if text_to_parquet:
+        # Parquet has types: the model's numeric inputs go out as numbers.
+        keep = keep.assign(**{c: clean[c].to_numpy() for c in schema.NUMERIC})
+    return CheckedChunk(len(chunk), issues, rejects, keep, clean[features])
+
+
+def score_chunk(
+    chunk: pd.DataFrame,
+    compiled: CompiledModel,
+    *,
+    threshold: float,
+    version: str,
+    first_line: int,
+    source: Path,
+    output: Path,
+) -> ScoredChunk:
+    """Validate and score one chunk in this thread (the Dask path's unit of work)."""
+    part = check_chunk(
+        chunk, list(compiled.features), first_line=first_line, source=source, output=output
+    )
+    proba = compiled.proba_columns(part.inputs) if len(part.keep) else np.empty(0)
+    return ScoredChunk(
+        part.rows, part.issues, part.rejects, _scored(part.keep, proba, threshold, version)
+    )
+
+
+def score_file(
+    source: Path,
+    output: Path,
+    bundle: Bundle,
+    compiled: CompiledModel,
+    *,
+    on_error: OnError = "fail",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Callable[[int], None] = lambda n: None,
+) -> BatchResult:
+    if source.resolve() == output.resolve():
+        raise BatchError("the output would overwrite the input; choose another path")
+    result = BatchResult(output=output)
+    writer = _Writer(output)
+    rejects = _Writer(rejects_path(output)) if on_error == "skip" else None
+    features = list(compiled.features)
+    line = 2  # first data line of a CSV (the header is line 1)
+    # One chunk is scored in a worker thread (the kernels release the GIL) while
+    # this thread writes the previous one and reads and validates the next.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="treesurv-score")
+    pending: tuple[Future[np.ndarray], pd.DataFrame] | None = None
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            future, keep = pending
+            pending = None
+            writer.write(_scored(keep, future.result(), bundle.threshold, bundle.version))
+
+    try:
+        for chunk in _chunks(source, chunk_rows, progress):
+            part = check_chunk(chunk, features, first_line=line, source=source, output=output)
+            line += part.rows
+            result.rows += part.rows
+            if part.issues:
+                result.note(part.issues)
+                if rejects is not None and part.rejects is not None:
+                    rejects.write(part.rejects)
+                    result.rejected += len(part.rejects)
+            if result.issue_count and on_error == "fail":
+                continue  # keep validating to report every bad row, write nothing
+            if len(part.keep):
+                future = pool.submit(compiled.proba_columns, part.inputs)
+                flush()
+                pending = (future, part.keep)
+                result.scored += len(part.keep)
+        flush()
+        if result.issue_count and on_error == "fail":
+            raise BatchError(
+                f"{source}: {result.issue_count} problem(s); nothing was written", result
+            )
+        writer.commit()
+        if rejects is not None:
+            if result.rejected:
+                rejects.commit()
+                result.rejects = rejects.path
+            else:
+                rejects.abort()
+    except BaseException:
+        writer.abort()
+        if rejects is not None:
+            rejects.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return result
+
+
+def _na_masked(chunk: pd.DataFrame, every_column: bool) -> pd.DataFrame:
+    """Missing-value tokens ("NA", "") as missing: in the model's columns for
+    validation, in every column when the output is typed (Parquet)."""
+    columns = list(chunk.columns) if every_column else list(schema.FEATURE_NAMES)
+    out = chunk.copy(deep=False)
+    for c in columns:
+        col = chunk[c]
+        out[c] = col.mask(col.isin(data.NA_VALUES))
+    return out
+
+
+def _shift(issue: data.RowIssue, offset: int) -> data.RowIssue:
+    if issue.line is None:
+        return issue
+    return data.RowIssue(issue.line + offset, issue.column, issue.value, issue.rule)
+
+
+def _reasons(issues: list[data.RowIssue]) -> dict[int, str]:
+    out: dict[int, list[str]] = {}
+    for i in issues:
+        if i.line is not None:
+            out.setdefault(i.line, []).append(f"{i.column}={i.value}: {i.rule}")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def describe(result: BatchResult) -> dict[str, Any]:
+    return {
+        "rows": result.rows,
+        "scored": result.scored,
+        "rejected": result.rejected,
+        "problems": result.issue_count,
+        "output": str(result.output) if result.output else None,
+        "rejects": str(result.rejects) if result.rejects else None,
+    }

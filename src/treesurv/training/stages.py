@@ -1,0 +1,354 @@
+"""The pipeline's stages as functions with their file I/O: what dvc.yaml runs.
+
+Each stage reads its inputs, calls the pure functions of `data`, `train`,
+`evaluate`, `compiler` and `bundle`, and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from treesurv.core import data, schema
+from treesurv.core.config import MODEL_NAME, Params, Paths
+from treesurv.core.errors import InputError
+from treesurv.inference import bundle as bundle_mod
+
+log = logging.getLogger(__name__)
+
+# skops refuses to load any type it has not been told to trust; these are the
+# only modules a treesurv pipeline is built from...
+TRUSTED_MODULES = ("sklearn.", "numpy.", "treesurv.training.features.", "scipy.")
+# ...and the scikit-survival types of its survival models, by exact name.
+TRUSTED_TYPES = (
+    "sksurv.ensemble.boosting.GradientBoostingSurvivalAnalysis",
+    "sksurv.ensemble.survival_loss.CoxPH",
+    "sksurv.functions.StepFunction",
+    "sksurv.linear_model.coxph.BreslowEstimator",
+    "sksurv.linear_model.coxph.CoxPHSurvivalAnalysis",
+)
+PARITY_TOLERANCE = 1e-6
+
+
+class StageError(InputError):
+    """A stage cannot complete; the message says why."""
+
+
+def stage_prepare(params: Params) -> dict[str, int]:
+    paths, dp = params.paths, params.data
+    validated = paths.validated
+    frame = data.model_frame(pd.read_parquet(validated))
+    train, test = data.split(frame, dp.test_percent, dp.split_salt)
+    if train[schema.TARGET].nunique() < 2 or len(test) == 0:
+        raise StageError("the training split needs both outcomes and the test split needs rows")
+    data.write_table(train, paths.train)
+    data.write_table(test, paths.test)
+    profile = data.reference_profile(train, dp.profile_bins)
+    profile["source"] = {"md5": data.file_md5(validated), "rows": len(frame)}
+    data.write_json(profile, paths.profile)
+    return {"train": len(train), "test": len(test)}
+
+
+def _dump_skops(obj: Any, path: Path) -> None:
+    import skops.io as sio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sio.dump(obj, tmp)
+    tmp.replace(path)
+
+
+def stage_train(
+    params: Params, log_fn: Callable[[str], None], variant: str = "full"
+) -> dict[str, Any]:
+    """Train the classifier of a variant: `full` (every feature) or `planning` (design only)."""
+    from treesurv.training.classifier import train
+
+    paths = params.paths
+    frame = pd.read_parquet(paths.train)
+    result = train(frame, params.variant(variant), log_fn)
+    model_path, report_path, oof_path = paths.classifier_outputs(variant)
+    _dump_skops(result.pipeline, model_path)
+    report = result.report()
+    data.write_json(report, report_path)
+    oof = pd.DataFrame(
+        {
+            schema.ID: frame[schema.ID],
+            "y": frame[schema.TARGET].astype(int),
+            "p_cv": result.oof,
+            "p_cv_group": result.oof_group,
+        }
+    )
+    data.write_table(oof, oof_path)
+    return report
+
+
+def stage_train_survival(params: Params, log_fn: Callable[[str], None]) -> dict[str, Any]:
+    """Train the survival model of both variants; keep their out-of-fold predictions."""
+    from treesurv.inference.bundle import VARIANTS
+    from treesurv.training.survival import train_survival
+
+    paths = params.paths
+    frame = pd.read_parquet(paths.train)
+    horizons = [float(h) for h in params.survival.horizons]
+    reports: dict[str, Any] = {}
+    oof = pd.DataFrame({schema.ID: frame[schema.ID]})
+    for variant in VARIANTS:
+        result = train_survival(frame, params.variant(variant), log_fn)
+        _dump_skops(result.pipeline, paths.survival_pipeline(variant))
+        reports[variant] = result.report()
+        oof[f"{variant}_risk"] = result.chosen.oof[:, 0]
+        for h in horizons:
+            j = int(np.searchsorted(result.days, h))
+            oof[f"{variant}_s_{h:g}"] = result.chosen.oof[:, 1 + j]
+    data.write_json(reports, paths.survival_report)
+    data.write_table(oof, paths.survival_oof)
+    return reports
+
+
+def load_pipeline(path: Path) -> Any:
+    """Load the sklearn pipeline from skops, trusting only known modules."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = [t for t in untrusted if not (t.startswith(TRUSTED_MODULES) or t in TRUSTED_TYPES)]
+    if refused:
+        raise StageError(f"{path}: refusing to load untrusted type(s): {', '.join(refused)}")
+    return sio.load(path, trusted=untrusted)
+
+
+def _classifier_metrics(
+    paths: Paths, variant: str, test: pd.DataFrame, threshold: float, bins: int
+) -> tuple[dict[str, Any], dict[str, Any], tuple[np.ndarray, ...]]:
+    """Cross-validated and held-out metrics of a classifier; its report; the arrays
+    behind them (test y and p, out-of-fold y and p)."""
+    from treesurv.training import evaluation as ev
+
+    model_path, report_path, oof_path = paths.classifier_outputs(variant)
+    pipeline = load_pipeline(model_path)
+    oof = pd.read_parquet(oof_path)
+    report = json.loads(report_path.read_text())
+    y = test[schema.TARGET].to_numpy(dtype=int)
+    p = pipeline.predict_proba(test[list(schema.FEATURE_NAMES)])[:, 1]
+    oy, op = oof["y"].to_numpy(dtype=int), oof["p_cv"].to_numpy()
+    metrics = {
+        "cv": ev.classification_metrics(oy, op, threshold, bins),
+        "cv_group": ev.classification_metrics(oy, oof["p_cv_group"].to_numpy(), threshold, bins),
+        "test": ev.classification_metrics(y, p, threshold, bins),
+    }
+    metrics["cv"]["roc_auc_fold_std"] = report["cv"]["roc_auc_fold_std"]
+    metrics["cv_group"]["roc_auc_fold_std"] = report["cv_group"]["roc_auc_fold_std"]
+    return metrics, report, (y, p, oy, op)
+
+
+def _survival_evaluation(
+    params: Params, train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Survival metrics of both variants (CV from training, held-out test here) and
+    the plot rows: Kaplan-Meier against the mean prediction, calibration at horizons."""
+    from treesurv.inference.bundle import VARIANTS
+    from treesurv.training import survival as sv
+
+    paths, sp = params.paths, params.survival
+    horizons = np.asarray([float(h) for h in sp.horizons])
+    groups = sp.risk_groups
+    reports = json.loads(paths.survival_report.read_text())
+    oof = pd.read_parquet(paths.survival_oof)
+    y_train, y_test = sv.survival_target(train), sv.survival_target(test)
+    days = sv.evaluation_days(y_train["time"], horizons)
+    X_test = test[[c for c in schema.INPUT_NAMES if c in test.columns]]
+    metrics: dict[str, Any] = {}
+    predicted: dict[str, np.ndarray] = {}
+    calibration: list[dict[str, Any]] = []
+    for variant in VARIANTS:
+        pipeline = load_pipeline(paths.survival_pipeline(variant))
+        pred = sv.predict_risk_and_survival(pipeline, X_test, days)
+        predicted[variant] = pred[:, 1:]
+        at_h = pred[:, 1 + np.searchsorted(days, horizons)]
+        oof_at_h = oof[[f"{variant}_s_{h:g}" for h in horizons]].to_numpy()
+        rows = {
+            "test": sv.horizon_calibration(y_test, at_h, horizons, groups),
+            "cross-validation": sv.horizon_calibration(y_train, oof_at_h, horizons, groups),
+        }
+        for split, split_rows in rows.items():
+            calibration += [{**r, "split": split, "model": variant} for r in split_rows]
+        report = reports[variant]
+        test_metrics = sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days)
+        if pipeline.named_steps["encode"].params_.site:
+            test_metrics["concordance_without_plot"] = sv.concordance(
+                y_test, pipeline.predict(sv.without_plot(X_test))
+            )
+        metrics[variant] = {
+            "model": report["chosen"]["candidate"],
+            "cv": report["cv"],
+            "test": test_metrics,
+            "calibration_error": {
+                "cv": sv.calibration_error(rows["cross-validation"]),
+                "test": sv.calibration_error(rows["test"]),
+            },
+        }
+    plots = {
+        "km": sv.km_vs_predicted(y_test, predicted, days),
+        "calibration": calibration,
+        "reports": reports,
+    }
+    metrics["max_days"] = float(y_train["time"].max())
+    return metrics, plots
+
+
+def stage_evaluate(params: Params) -> dict[str, Any]:
+    from treesurv.training import evaluation as ev
+    from treesurv.training import survival as sv
+
+    paths = params.paths
+    test = pd.read_parquet(paths.test)
+    train = pd.read_parquet(paths.train)
+    threshold = params.evaluate.threshold
+    bins = params.evaluate.calibration_bins
+    metrics, report, (y, p, oy, op) = _classifier_metrics(paths, "full", test, threshold, bins)
+    metrics["planning"], planning_report, _ = _classifier_metrics(
+        paths, "planning", test, threshold, bins
+    )
+    metrics["survival"], surv_plots = _survival_evaluation(params, train, test)
+    metrics = ev.rounded(metrics)
+    data.write_json(metrics, paths.metrics)
+
+    plots = paths.plots
+    data.write_json(ev.roc_points(y, p), plots / "roc.json")
+    data.write_json(
+        ev.calibration_points(y, p, bins, "test")
+        + ev.calibration_points(oy, op, bins, "cross-validation"),
+        plots / "calibration.json",
+    )
+    data.write_json(ev.confusion_rows(y, p, threshold), plots / "confusion.json")
+    ev.save_png_plots(y, p, oy, op, threshold, bins, plots)
+    data.write_json(surv_plots["km"], plots / "survival_km.json")
+    data.write_json(surv_plots["calibration"], plots / "survival_calibration.json")
+    sv.save_survival_pngs(surv_plots["km"], surv_plots["calibration"], plots)
+
+    light = train["Light_ISF"]
+    card = ev.model_card(
+        name=MODEL_NAME,
+        metrics=metrics,
+        train_report=report,
+        data_md5=data.file_md5(paths.raw) if paths.raw.exists() else "unknown",
+        rows={"train": len(train), "test": len(test)},
+        threshold=threshold,
+        light_range=(float(light.min()), float(light.max())),
+        plots=int(train[schema.GROUP].nunique()) if schema.GROUP in train else 0,
+        planning_report=planning_report,
+        survival_reports=surv_plots["reports"],
+    )
+    paths.card.parent.mkdir(parents=True, exist_ok=True)
+    paths.card.write_text(card)
+    return metrics
+
+
+def _bundle_profile(params: Params) -> bytes:
+    """The inputs' reference profile plus the distribution of the model's predictions on
+    rows it was not fitted on (out-of-fold), the reference for prediction drift."""
+    paths = params.paths
+    profile = json.loads(paths.profile.read_text())
+    oof = pd.read_parquet(paths.oof)["p_cv"].to_numpy(dtype=float)
+    profile["prediction"] = {
+        **data.numeric_profile(oof, params.data.profile_bins),
+        "source": "out-of-fold predictions of the chosen model on the training rows",
+    }
+    return (json.dumps(profile, indent=2) + "\n").encode()
+
+
+def _compile_checked(
+    paths: Paths, variant: str, kind: str, rows: pd.DataFrame, days: np.ndarray
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Compile one sub-model and check it scores like its scikit-learn pipeline on
+    every row (survival: at every day the training data has)."""
+    from treesurv.inference.bundle import SUBMODEL_STEMS
+    from treesurv.inference.predictor import PredictorError, dumps, loads, loads_survival
+    from treesurv.training.compiler import compile_model, compile_survival
+
+    pipeline = load_pipeline(paths.fitted(variant, kind))
+    encoder = pipeline.named_steps["encode"].params_
+    compile_fn = compile_model if kind == "classifier" else compile_survival
+    stem = SUBMODEL_STEMS[(variant, kind)]
+    files = dumps(*compile_fn(encoder, pipeline.named_steps["model"]), stem=stem)
+    features = rows[[c for c in schema.INPUT_NAMES if c in rows.columns]]
+    try:
+        if kind == "classifier":
+            compiled = loads(files[f"{stem}.json"], files[f"{stem}.npz"])
+            got = compiled.proba_columns(features)
+            expected = pipeline.predict_proba(features)[:, 1]
+        else:
+            compiled_s = loads_survival(files[f"{stem}.json"], files[f"{stem}.npz"])
+            got = compiled_s.survival_columns(features, days)
+            expected = np.vstack([fn(days) for fn in pipeline.predict_survival_function(features)])
+    except PredictorError as exc:
+        raise StageError(f"the compiled {variant} {kind} does not load: {exc}") from None
+    gap = float(np.max(np.abs(got - expected)))
+    if gap > PARITY_TOLERANCE:
+        raise StageError(
+            f"compiled {variant} {kind} differs from the sklearn pipeline by {gap:.2e}"
+        )
+    info: dict[str, Any] = {"features": list(encoder.features), "parity_max_abs_diff": gap}
+    if encoder.site:
+        info["site"] = schema.SITE.name
+    return files, info
+
+
+def stage_package(params: Params, version: str | None = None) -> dict[str, Any]:
+    from treesurv.inference.bundle import KINDS, VARIANTS, submodel_entry
+
+    paths = params.paths
+    rows = pd.concat([pd.read_parquet(paths.train), pd.read_parquet(paths.test)])
+    train_days = np.unique(pd.read_parquet(paths.train)[schema.TIME].to_numpy(dtype=float))
+    files: dict[str, bytes] = {}
+    submodels: dict[str, dict[str, Any]] = {v: {} for v in VARIANTS}
+    survival_reports = json.loads(paths.survival_report.read_text())
+    for variant in VARIANTS:
+        for kind in KINDS:
+            # The compiled model must score exactly like the sklearn pipeline it came from.
+            sub_files, info = _compile_checked(paths, variant, kind, rows, train_days)
+            files.update(sub_files)
+            if kind == "classifier":
+                report_path = paths.classifier_outputs(variant)[1]
+                info["candidate"] = json.loads(report_path.read_text())["chosen"]["candidate"]
+            else:
+                info["candidate"] = survival_reports[variant]["chosen"]["candidate"]
+            # The fitted scikit-learn pipeline too, as skops, for audits and re-scoring.
+            skops_path = paths.fitted(variant, kind)
+            info["skops"] = skops_path.name
+            files[skops_path.name] = skops_path.read_bytes()
+            submodels[variant][kind] = submodel_entry(variant, kind, **info)
+    files["model_card.md"] = paths.card.read_bytes()
+    files["reference_profile.json"] = _bundle_profile(params)
+
+    metrics = json.loads(paths.metrics.read_text())
+    raw_md5 = data.file_md5(paths.raw) if paths.raw.exists() else None
+    full = submodels["full"]["classifier"]
+    manifest = bundle_mod.write_bundle(
+        paths.bundle,
+        files,
+        name=params.package.name,
+        version=version or params.package.version,
+        extra={
+            "git": bundle_mod.git_state(),
+            "data": {"path": str(paths.raw), "md5": raw_md5, "train_rows": len(rows)},
+            "params": params.raw,
+            "metrics": metrics,
+            "schema": schema.schema_document(),
+            "decision_threshold": params.evaluate.threshold,
+            "parity_max_abs_diff": full["parity_max_abs_diff"],
+            "model": {"candidate": full["candidate"], "features": full["features"]},
+            "submodels": submodels,
+            "survival": {
+                "max_days": float(train_days.max()),
+                "default_days": [float(d) for d in params.survival.default_days],
+            },
+        },
+    )
+    return manifest
