@@ -30,10 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from treesurv.core import (
-    data,
-    schema,
-)
+from treesurv.core import data, schema  # noqa: E402
 from treesurv.inference.bundle import load_verified  # noqa: E402
 from treesurv.inference.predictor import FastPredictor  # noqa: E402
 

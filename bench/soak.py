@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bench import load as http_load  # noqa: E402
-from treesurv.core import schema
+from treesurv.core import schema  # noqa: E402
 from treesurv.inference import bundle  # noqa: E402
 from treesurv.serving.schemas import rule_branches  # noqa: E402
 

@@ -121,7 +121,7 @@ def test_the_key_is_compared_in_constant_time(client: TestClient) -> None:
         calls.append((a, b))
         return real(a, b)
 
-    with mock.patch("treesurv.serving.routes.hmac.compare_digest", side_effect=spy):
+    with mock.patch("treesurv.serving.deps.hmac.compare_digest", side_effect=spy):
         assert client.post("/v1/admin/reload", headers={"X-API-Key": "nope"}).status_code == 401
         assert client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
     assert calls == [(b"nope", API_KEY.encode()), (API_KEY.encode(), API_KEY.encode())]

@@ -288,7 +288,7 @@ def _score(bundle: bundle_mod.Bundle, rows: pd.DataFrame, bins: int) -> tuple[np
     return p, rounded(classification_metrics(y, p, bundle.threshold, bins), 6)
 
 
-class _Run:
+class RetrainRun:
     """One retrain: its state, the report it builds and the steps it runs."""
 
     def __init__(self, root: Path, params_file: Path, log: Log) -> None:
@@ -695,7 +695,7 @@ def retrain(
 ) -> RetrainResult:
     """Run the loop; the report says `promoted`, `kept` or `failed` (with the step
     and the reason). A failed step is reported, never raised."""
-    run = _Run(root, params_file, log)
+    run = RetrainRun(root, params_file, log)
     run.step = "recover"
     try:
         with guarded(root, log):

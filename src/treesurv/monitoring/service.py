@@ -2,7 +2,7 @@
 
 - `RequestIds`: every HTTP request gets an id (the client's `X-Request-ID` when it
   is a plain token, a new one otherwise), echoed in the response's `X-Request-ID`
-  header by the service's outermost middleware (`treesurv.serving.middleware.Edge`).
+  header by the service's outermost middleware (`treesurv.serving.middleware.RequestTelemetry`).
   A prediction route hands its request (the validated body as received, or the
   validated instances) and probabilities over with `remember()` (one tuple in the
   request scope, nothing else on the request path); once the answer has been sent
@@ -32,7 +32,7 @@ from starlette.types import Scope
 from treesurv.monitoring.gauges import DriftCollector
 from treesurv.monitoring.prediction_log.queue import PredictionLog
 
-log = logging.getLogger("treesurv.serving")
+log = logging.getLogger(__name__)
 
 HEADER = b"x-request-id"
 # A client's id is kept when it is 1 to 128 visible ASCII characters (no spaces,

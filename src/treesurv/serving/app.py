@@ -23,15 +23,15 @@ from treesurv import __version__
 from treesurv.core import schema
 from treesurv.inference import kernel_cache as jit
 from treesurv.monitoring.service import ServiceLog, drift_collector
-from treesurv.serving import errors, oip, routes, survival_routes, web
-from treesurv.serving import model_choice as variants
+from treesurv.serving import errors, http, model_choice
 from treesurv.serving.metrics import Metrics
-from treesurv.serving.middleware import BodyLimit, Edge
+from treesurv.serving.middleware import BodyLimit, RequestTelemetry
+from treesurv.serving.routes import ROUTERS, open_inference, survival
 from treesurv.serving.schemas import Instance, PredictionRequest
 from treesurv.serving.settings import Settings
 from treesurv.serving.state import ModelState
 
-log = logging.getLogger("treesurv.serving")
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 How likely is a tree seedling to die? Send the ten measurements of one or more
@@ -84,13 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model = state
     app.state.openapi_max_days = None
     app.state.prediction_log = predictions_log
-    app.include_router(routes.hot)
-    app.include_router(routes.router)
-    app.include_router(oip.router)
-    app.include_router(survival_routes.router)
-    app.include_router(web.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
-    app.add_exception_handler(StarletteHTTPException, oip.http_error_handler)
+    app.add_exception_handler(StarletteHTTPException, open_inference.http_error_handler)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
@@ -99,16 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             items = errors.describe_all(
                 exc.errors(), container_fields=("inputs",), instance_fields=schema.FEATURE_NAMES
             )
-            return oip.error_response("; ".join(i["msg"] for i in items))
-        flat = route in routes.FLAT_BODY_ROUTES
+            return open_inference.error_response("; ".join(i["msg"] for i in items))
+        flat = route in http.FLAT_BODY_ROUTES
         items = errors.describe_all(
             exc.errors(),
-            container_fields=() if flat else routes.BODY_FIELDS.get(route, ("instances",)),
+            container_fields=() if flat else http.BODY_FIELDS.get(route, ("instances",)),
             # The original flat route takes the ten features only; the others the plot too.
             instance_fields=schema.FEATURE_NAMES if flat else schema.INPUT_NAMES,
             max_batch=settings.max_batch,
         )
-        return routes._json({"detail": items}, 422)
+        return http.json_response({"detail": items}, 422)
 
     def served_max_days() -> float | None:
         served = state.current
@@ -127,9 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 description=app.description,
                 routes=app.routes,
             )
-            # Routes that parse their own body (routes.parse) reference these models.
+            # Routes that parse their own body (http.parse) reference these models.
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            for model in (PredictionRequest, Instance, *survival_routes.BODY_MODELS):
+            for model in (PredictionRequest, Instance, *survival.BODY_MODELS):
                 doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(doc.pop("$defs", {}))
                 schemas[model.__name__] = doc
@@ -142,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for name in ("PredictionRequest", "CompareRequest"):
                 _non_null(schemas[name]["properties"]["horizon_days"]).update(day)
             horizons = _non_null(schemas["SurvivalRequest"]["properties"]["horizons"])
-            horizons.update(minItems=1, maxItems=variants.MAX_HORIZONS, uniqueItems=True)
+            horizons.update(minItems=1, maxItems=model_choice.MAX_HORIZONS, uniqueItems=True)
             horizons["items"].update(day)
             app.openapi_schema = spec
             app.state.openapi_max_days = max_days
@@ -150,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    # Each one added wraps the ones before: Edge, added last, is outermost and so sees
+    # Each one added wraps the ones before: RequestTelemetry, added last, is outermost and so sees
     # every answer, including 413s.
     if settings.cors_origins:
         app.add_middleware(
@@ -161,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Metrics, request ids, security headers and the prediction log, in one layer.
-    app.add_middleware(Edge, metrics=metrics, log=predictions_log)
+    app.add_middleware(RequestTelemetry, metrics=metrics, log=predictions_log)
     return app
 
 

@@ -1,6 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a copy per request).
 
-`Edge` (outermost) times every HTTP request and counts it by route template and
+`RequestTelemetry` (outermost) times every HTTP request and counts it by route template and
 status, adds the request id and the security headers, and feeds the prediction log;
 `BodyLimit` answers 413 to bodies above the limit, from the Content-Length header
 when there is one, or while streaming otherwise.
@@ -144,7 +144,7 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
     return DOCS_HEADERS if path in DOCS_PATHS else HEADERS
 
 
-class Edge:
+class RequestTelemetry:
     """The outermost layer, in one pass (each ASGI layer costs a few µs per request).
 
     Times and counts every HTTP answer by route template and status (413s and

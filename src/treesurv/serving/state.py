@@ -23,7 +23,7 @@ from treesurv.inference.bundle import MANIFEST, VARIANTS, Bundle, BundleError, l
 from treesurv.inference.predictor import FastPredictor, SurvivalPredictor
 from treesurv.serving.metrics import Metrics
 
-log = logging.getLogger("treesurv.serving")
+log = logging.getLogger(__name__)
 
 Fingerprint = tuple[int, int, int, int]
 

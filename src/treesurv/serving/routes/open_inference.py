@@ -23,8 +23,10 @@ from treesurv.core import schema
 from treesurv.core.errors import InputError
 from treesurv.monitoring.service import remember
 from treesurv.serving import errors
-from treesurv.serving.routes import _json, model_state, score, settings_of
+from treesurv.serving.deps import model_state, settings_of
+from treesurv.serving.http import json_response
 from treesurv.serving.schemas import ErrorResponse, Instance
+from treesurv.serving.scoring import score
 from treesurv.serving.state import Served
 
 PLATFORM = "treesurv-compiled"
@@ -119,7 +121,7 @@ class ProtocolError(InputError):
 
 
 def error_response(message: str, status: int = 400) -> Response:
-    return _json({"error": message}, status)
+    return json_response({"error": message}, status)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
@@ -255,18 +257,18 @@ def _served(request: Request, model_name: str, version: str | None = None) -> Se
 
 @router.get("/health/live", responses={200: {"description": "The server is live"}})
 async def live() -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 @router.get("/health/ready", responses={503: {"description": "No model loaded"}})
 async def ready(request: Request) -> Response:
     is_ready = model_state(request).current is not None
-    return _json({"ready": is_ready}, 200 if is_ready else 503)
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get("", response_model=ServerMetadata)
 async def server_metadata() -> Response:
-    return _json({"name": "treesurv", "version": __version__, "extensions": []})
+    return json_response({"name": "treesurv", "version": __version__, "extensions": []})
 
 
 # ------------------------------------------------------------------------ model
@@ -287,7 +289,7 @@ def _metadata(served: Served) -> dict[str, Any]:
 @router.get("/models/{model_name}", response_model=ModelMetadata, responses=ERRORS)
 async def model_metadata(model_name: str, request: Request) -> Response:
     try:
-        return _json(_metadata(_served(request, model_name)))
+        return json_response(_metadata(_served(request, model_name)))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
 
@@ -299,7 +301,7 @@ async def model_metadata(model_name: str, request: Request) -> Response:
 )
 async def model_version_metadata(model_name: str, model_version: str, request: Request) -> Response:
     try:
-        return _json(_metadata(_served(request, model_name, model_version)))
+        return json_response(_metadata(_served(request, model_name, model_version)))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
 
@@ -310,7 +312,7 @@ async def model_ready(model_name: str, request: Request) -> Response:
         served = _served(request, model_name)
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
-    return _json({"name": served.name, "ready": True})
+    return json_response({"name": served.name, "ready": True})
 
 
 async def _infer(
@@ -348,7 +350,7 @@ async def _infer(
     }
     if body.id is not None:
         answer["id"] = body.id
-    return _json(answer)
+    return json_response(answer)
 
 
 @router.post("/models/{model_name}/infer", response_model=InferenceResponse, responses=INFER_ERRORS)

@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from treesurv.core import schema
+from treesurv.serving.http import json_response
 from treesurv.serving.model_choice import MAX_HORIZONS, default_days
-from treesurv.serving.routes import _json
 
 router = APIRouter(include_in_schema=False)
 STATIC = {
@@ -76,7 +76,7 @@ async def form(request: Request) -> Response:
             "default_days": default_days(served, surv) if surv is not None else [],
             "max_horizons": MAX_HORIZONS,
         }
-    return _json({**form_document(), "model": model})
+    return json_response({**form_document(), "model": model})
 
 
 @router.get("/ui/model-card")

@@ -17,20 +17,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv.core import schema
-from treesurv.serving import errors
-from treesurv.serving import model_choice as variants
-from treesurv.serving.routes import (
-    INVALID,
-    THREADPOOL_MIN_ROWS,
-    RequestRoute,
-    _json,
-    body_schema,
-    check_batch,
-    parse,
-    score,
-    served_model,
-    settings_of,
-)
+from treesurv.serving import errors, model_choice
+from treesurv.serving.deps import served_model, settings_of
+from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
 from treesurv.serving.schemas import (
     DESIGN_EXAMPLE,
     MAX_VARIANTS,
@@ -40,6 +29,7 @@ from treesurv.serving.schemas import (
     SurvivalRequest,
     SurvivalResponse,
 )
+from treesurv.serving.scoring import THREADPOOL_MIN_ROWS, check_batch, score
 from treesurv.serving.state import Served
 
 router = APIRouter(route_class=RequestRoute)
@@ -105,12 +95,12 @@ async def survival(request: Request) -> Response:
     served = served_model(request)
     check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
     rows = [i.__dict__ for i in body.instances]
-    model = variants.choose_model(served, rows, ("instances",))
-    predictor = variants.survival(served, model)
+    model = model_choice.choose_model(served, rows, ("instances",))
+    predictor = model_choice.survival(served, model)
     if body.horizons is None:
-        days = np.asarray(variants.default_days(served, predictor))
+        days = np.asarray(model_choice.default_days(served, predictor))
     else:
-        days = variants.check_days(predictor, body.horizons, ("horizons",), many=True)
+        days = model_choice.check_days(predictor, body.horizons, ("horizons",), many=True)
 
     def curves() -> tuple[np.ndarray, np.ndarray]:
         return predictor.survival_at(rows, days), predictor.median_survival_days(rows)
@@ -118,7 +108,7 @@ async def survival(request: Request) -> Response:
     surv, median = curves() if len(rows) < THREADPOOL_MIN_ROWS else await run_in_threadpool(curves)
     day_list = days.tolist()
     request.app.state.metrics.count_predictions(f"v1_survival_{model}", len(rows))
-    return _json(
+    return json_response(
         {
             "model_version": served.version,
             "model": model,
@@ -155,7 +145,7 @@ def variable_fields(model: str) -> tuple[str, ...]:
     return tuple(
         f
         for f in schema.FEATURE_NAMES
-        if f not in schema.IMPLIED and (model == variants.FULL or f in schema.DESIGN)
+        if f not in schema.IMPLIED and (model == model_choice.FULL or f in schema.DESIGN)
     )
 
 
@@ -185,7 +175,7 @@ def variant_values(served: Served, body: CompareRequest, model: str) -> list[Any
     """The values to try, or a 422 naming the field and what is allowed."""
     fields = variable_fields(model)
     if body.vary not in fields:
-        why = "" if model == variants.FULL else " (the planning model answers: no traits given)"
+        why = "" if model == model_choice.FULL else " (the planning model answers: no traits given)"
         allowed = "one of " + ", ".join(fields)
         raise RequestValidationError(
             [
@@ -269,16 +259,16 @@ async def compare(request: Request) -> Response:
     traits the planning model answers: a different soil would change them anyway."""
     body = await parse(request, CompareRequest)
     served = served_model(request)
-    model = variants.choose_model(served, [body.instance.__dict__], ("instance",))
+    model = model_choice.choose_model(served, [body.instance.__dict__], ("instance",))
     values = variant_values(served, body, model)
     tried = variant_rows(body.instance.__dict__, body.vary, values)
     rows = [row for row, _ in tried if row is not None]
     if not rows:
         probabilities: list[float] = []
     elif body.horizon_days is None:
-        probabilities = await score(variants.classifier(served, model), rows)
+        probabilities = await score(model_choice.classifier(served, model), rows)
     else:
-        probabilities = variants.death_by(served, model, rows, body.horizon_days)
+        probabilities = model_choice.death_by(served, model, rows, body.horizon_days)
     scored = iter(probabilities)
     items = [
         {
@@ -294,7 +284,7 @@ async def compare(request: Request) -> Response:
     if best is not None:
         best["best"] = True
     request.app.state.metrics.count_predictions(f"v1_compare_{model}", len(rows))
-    return _json(
+    return json_response(
         {
             "model_version": served.version,
             "model": model,

@@ -1,0 +1,34 @@
+"""`POST /v1/predic`: the original API, kept for its clients: one flat seedling in,
+`{"Event": 1.0 | 0.0}` out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from treesurv.core import schema
+from treesurv.monitoring.service import remember
+from treesurv.serving.deps import served_model
+from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
+from treesurv.serving.schemas import Instance, LegacyResponse
+
+router = APIRouter(route_class=RequestRoute)
+
+
+@router.post(
+    "/v1/predic",
+    response_model=LegacyResponse,
+    responses=INVALID,
+    deprecated=True,
+    tags=["predictions"],
+    summary="The original API (kept for old clients)",
+    openapi_extra=body_schema(Instance, {"one seedling": {"value": schema.EXAMPLE}}),
+)
+async def predic(request: Request) -> Response:
+    """One flat seedling in, `{"Event": 1.0}` (dies) or `{"Event": 0.0}` out.
+    Use `POST /v1/predictions` in new clients: it also gives the probability."""
+    body = await parse(request, Instance)
+    served = served_model(request)
+    p = served.predictor.predict_one(body.__dict__)
+    request.app.state.metrics.observe_predictions("v1_predic", (p,))
+    remember(request.scope, served.version, b'{"instances":[%b]}' % await request.body(), (p,))
+    return json_response({"Event": 1.0 if p >= served.bundle.threshold else 0.0})
