@@ -78,6 +78,10 @@ browser: ## Install chromium and chromium-driver (Debian packages) for the brows
 test-fast: setup ## Only the quick tests (no real pipeline, no servers)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+.PHONY: docs
+docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables generated from the code)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: setup ## Ruff
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
