@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from treesurv.core import data, schema  # noqa: E402
+from treesurv.core import schema  # noqa: E402
+from treesurv.core.files import read_table  # noqa: E402
+from treesurv.core.validation import SCORING, validate  # noqa: E402
 from treesurv.inference.bundle import load_verified  # noqa: E402
 from treesurv.inference.predictor import FastPredictor  # noqa: E402
 
@@ -184,7 +186,7 @@ def run(
     bundle, compiled = load_verified(model)
     fast = FastPredictor(compiled)
     raw = pd.read_csv(raw_csv, dtype=str, keep_default_na=False)
-    clean, _ = data.validate(data.read_table(raw_csv), "study", data.SCORING)
+    clean, _ = validate(read_table(raw_csv), "study", SCORING)
     pipeline = None
     if sklearn_model is not None and sklearn_model.exists():
         from treesurv.training.stages import load_pipeline

@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
+from treesurv.core.profile import reference_profile
 from treesurv.inference import bundle
 from treesurv.inference.predictor import dumps
 from treesurv.training.compiler import compile_model
@@ -40,7 +41,7 @@ def _write(
 ) -> dict[str, Any]:
     """Add the card and profile, then write the bundle with the test manifest fields."""
     files["model_card.md"] = f"# Test model {version}\n".encode()
-    files["reference_profile.json"] = json.dumps(data.reference_profile(frame)).encode()
+    files["reference_profile.json"] = json.dumps(reference_profile(frame)).encode()
     return bundle.write_bundle(
         dest,
         files,

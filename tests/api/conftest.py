@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import build_bundle
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.validation import validate_file
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
 
@@ -21,7 +22,7 @@ API_KEY = "s3cret-admin-key"
 
 @pytest.fixture(scope="session")
 def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     return frame
 
 

@@ -1,4 +1,4 @@
-"""`data.all_valid` (the batch fast path) accepts exactly the chunks `validate` accepts."""
+"""`all_valid` (the batch fast path) accepts exactly the chunks `validate` accepts."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import pandas as pd
 import pytest
 
 from tests.conftest import good_row
-from treesurv.core import data
+from treesurv.core.files import NA_VALUES, read_table
+from treesurv.core.validation import SCORING, TRAINING, all_valid, validate
 
 
 @pytest.fixture(scope="module")
 def raw(real_csv: Path) -> pd.DataFrame:
-    return data.read_table(real_csv)
+    return read_table(real_csv)
 
 
 def test_clean_real_rows_take_the_fast_path_with_the_same_result(raw: pd.DataFrame) -> None:
-    fast = data.all_valid(raw)
+    fast = all_valid(raw)
     assert fast is not None
-    clean, report = data.validate(raw, "real", data.SCORING)
+    clean, report = validate(raw, "real", SCORING)
     assert report.ok
     pd.testing.assert_frame_equal(fast, clean)
 
@@ -46,12 +47,12 @@ def test_any_problem_sends_the_chunk_to_the_full_report(
     raw: pd.DataFrame, bad: dict[str, Any]
 ) -> None:
     frame = pd.concat([raw.head(50), pd.DataFrame([good_row(**bad)])], ignore_index=True)
-    frame = frame.mask(frame.isin(data.NA_VALUES))
-    assert data.all_valid(frame) is None
-    _, report = data.validate(frame, "x", data.SCORING)
+    frame = frame.mask(frame.isin(NA_VALUES))
+    assert all_valid(frame) is None
+    _, report = validate(frame, "x", SCORING)
     assert not report.ok
     assert {i.line for i in report.issues} == {len(frame) + 1}
 
 
 def test_training_files_always_take_the_full_path(raw: pd.DataFrame) -> None:
-    assert data.all_valid(raw, data.TRAINING) is None
+    assert all_valid(raw, TRAINING) is None

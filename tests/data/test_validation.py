@@ -10,22 +10,23 @@ from typer.testing import CliRunner
 
 from tests.conftest import frame_of, good_row
 from treesurv.cli.main import app
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.validation import SCORING, RowIssue, validate, validate_file
 
 
-def issues_of(frame: pd.DataFrame) -> list[data.RowIssue]:
-    _, report = data.validate(frame, "test")
+def issues_of(frame: pd.DataFrame) -> list[RowIssue]:
+    _, report = validate(frame, "test")
     return report.issues
 
 
-def one_issue(frame: pd.DataFrame) -> data.RowIssue:
+def one_issue(frame: pd.DataFrame) -> RowIssue:
     issues = issues_of(frame)
     assert len(issues) == 1, issues
     return issues[0]
 
 
 def test_valid_rows_pass(small_frame: pd.DataFrame) -> None:
-    clean, report = data.validate(small_frame, "test")
+    clean, report = validate(small_frame, "test")
     assert report.ok and report.issues == []
     assert len(clean) == 8
     assert clean["AMF"].dtype == float
@@ -74,7 +75,7 @@ def test_target_must_be_zero_or_one(small_frame: pd.DataFrame, value: str) -> No
 
 def test_empty_target_is_dropped_with_note(small_frame: pd.DataFrame) -> None:
     small_frame.loc[4, "Event"] = None
-    clean, report = data.validate(small_frame, "test")
+    clean, report = validate(small_frame, "test")
     assert report.ok
     assert len(clean) == 7 and 4 not in clean.index
     assert report.notes == ["dropped 1 row(s) with an empty target (line 6)"]
@@ -114,24 +115,24 @@ def test_every_problem_reported_at_once(small_frame: pd.DataFrame) -> None:
     small_frame.loc[1, "Soil"] = "Moss"
     small_frame.loc[2, "Light_ISF"] = "7"
     small_frame.loc[3, "Event"] = "3"
-    clean, report = data.validate(small_frame, "test")
+    clean, report = validate(small_frame, "test")
     assert sorted(i.line for i in report.issues) == [2, 3, 4, 5]
     assert len(clean) == 4 and not report.ok
 
 
 def test_missing_column_is_fatal(small_frame: pd.DataFrame) -> None:
-    _, report = data.validate(small_frame.drop(columns=["NSC", "Event"]), "test")
+    _, report = validate(small_frame.drop(columns=["NSC", "Event"]), "test")
     assert report.fatal == "missing required column(s): NSC, Event"
 
 
 def test_no_rows_is_fatal(small_frame: pd.DataFrame) -> None:
-    _, report = data.validate(small_frame.iloc[0:0], "test")
+    _, report = validate(small_frame.iloc[0:0], "test")
     assert report.fatal == "the file has no data rows"
 
 
 def test_scoring_needs_neither_id_nor_target(small_frame: pd.DataFrame) -> None:
     frame = small_frame.drop(columns=["No", "Event"])
-    clean, report = data.validate(frame, "test", data.SCORING)
+    clean, report = validate(frame, "test", SCORING)
     assert report.ok and len(clean) == 8
 
 
@@ -160,38 +161,38 @@ def write(tmp_path: Path, name: str, content: bytes) -> Path:
     ],
 )
 def test_unreadable_files_get_one_line_reason(tmp_path: Path, content: bytes, reason: str) -> None:
-    _, report = data.validate_file(write(tmp_path, "f.csv", content))
+    _, report = validate_file(write(tmp_path, "f.csv", content))
     assert report.fatal == reason
 
 
 def test_broken_parquet(tmp_path: Path) -> None:
-    _, report = data.validate_file(write(tmp_path, "f.parquet", b"PAR1 not really"))
+    _, report = validate_file(write(tmp_path, "f.parquet", b"PAR1 not really"))
     assert report.fatal is not None and report.fatal.startswith("not a readable Parquet file")
 
 
 def test_ragged_csv(tmp_path: Path) -> None:
     path = write(tmp_path, "f.csv", b"a,b\n1,2\n3,4,5,6\n")
-    _, report = data.validate_file(path)
+    _, report = validate_file(path)
     assert report.fatal is not None and report.fatal.startswith("not a valid CSV file")
 
 
 def test_header_only_file(tmp_path: Path, small_frame: pd.DataFrame) -> None:
     path = tmp_path / "f.csv"
     small_frame.iloc[0:0].to_csv(path, index=False)
-    _, report = data.validate_file(path)
+    _, report = validate_file(path)
     assert report.fatal == "the file has no data rows"
 
 
 def test_parquet_file_validates(tmp_path: Path, small_frame: pd.DataFrame) -> None:
     path = tmp_path / "f.parquet"
-    clean, _ = data.validate(small_frame)
+    clean, _ = validate(small_frame)
     clean.to_parquet(path)
-    _, report = data.validate_file(path)
+    _, report = validate_file(path)
     assert report.ok
 
 
 def test_real_study_file(real_csv: Path) -> None:
-    clean, report = data.validate_file(real_csv)
+    clean, report = validate_file(real_csv)
     assert report.ok
     assert report.rows == 2365 and report.valid_rows == 2364
     assert report.notes == ["dropped 1 row(s) with an empty target (line 2365)"]

@@ -21,7 +21,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.files import write_json
+from treesurv.core.profile import reference_profile
 from treesurv.monitoring.drift import Thresholds, compare
 from treesurv.monitoring.gauges import DriftCollector
 from treesurv.monitoring.prediction_log.queue import PredictionLog
@@ -138,8 +140,8 @@ def test_monitoring_code_exposes_the_contract_names(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     PredictionLog(tmp_path / "log", registry=registry).close()
     frame = pd.DataFrame([schema.EXAMPLE] * 5)
-    report = compare(data.reference_profile(frame), frame, Thresholds.from_params(min_rows=1))
-    data.write_json(report.to_dict(), tmp_path / "drift.json")
+    report = compare(reference_profile(frame), frame, Thresholds.from_params(min_rows=1))
+    write_json(report.to_dict(), tmp_path / "drift.json")
     registry.register(DriftCollector(tmp_path / "drift.json"))
     names = contract()
     ours = {n for n in names if n.startswith(("treesurv_prediction_log_", "treesurv_drift_"))}

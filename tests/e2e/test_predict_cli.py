@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.files import read_table
+from treesurv.core.validation import SCORING, validate
 from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
@@ -29,7 +31,7 @@ def test_raw_csv_keeps_rows_and_columns(bundle_dir: Path, real_csv: Path, tmp_pa
     # Every input cell comes back unchanged, in the same order.
     pd.testing.assert_frame_equal(scored[raw.columns], raw)
     bundle, compiled = load_verified(bundle_dir)
-    clean, _ = data.validate(data.read_table(real_csv), "raw", data.SCORING)
+    clean, _ = validate(read_table(real_csv), "raw", SCORING)
     expected = compiled.proba_columns(clean)
     np.testing.assert_allclose(scored["death_probability"].astype(float), expected, atol=1e-12)
     assert set(scored["model_version"]) == {bundle.version}

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import run
 from tests.helpers import build_bundle
-from treesurv.core import data
+from treesurv.core.validation import validate_file
 from treesurv.lifecycle.registry import Registry, promote
 
 STORE = Path("models/registry/tree-survival")
@@ -89,7 +89,7 @@ def small_repo(tmp_path: Path) -> Repo:
 
 @pytest.fixture(scope="module")
 def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     return frame
 
 

@@ -29,7 +29,7 @@ from tests.lifecycle.conftest import (
     study_lines,
     versioned_repo,
 )
-from treesurv.core import data
+from treesurv.core.files import file_md5
 from treesurv.core.journal import DIRECTORY, FAULT_ENV
 from treesurv.inference.bundle import load_verified
 from treesurv.lifecycle.ingest import pointer_md5
@@ -81,7 +81,7 @@ def assert_consistent(repo: Repo, digests: dict[str, str], production: str | Non
         assert bundle.manifest["digest"] == digests[production]
     if (repo.root / POINTER).exists():
         md5 = pointer_at(repo, "HEAD", POINTER)
-        assert pointer_md5(repo.root / POINTER) == md5 == data.file_md5(repo.root / DATA_RAW)
+        assert pointer_md5(repo.root / POINTER) == md5 == file_md5(repo.root / DATA_RAW)
         assert in_remote(repo, md5)
 
 
@@ -239,7 +239,7 @@ def snapshot(repo: Repo) -> tuple[object, ...]:
         sorted(repo.tags()),
         manifest(repo.root / PROD)["digest"],
         (repo.root / POINTER).read_text(),
-        data.file_md5(repo.root / DATA_RAW),
+        file_md5(repo.root / DATA_RAW),
         (repo.root / f"{STORE}.dvc").read_text(),
         (repo.root / "params.yaml").read_text(),
     )

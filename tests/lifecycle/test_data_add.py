@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.lifecycle.conftest import Repo, study_lines
-from treesurv.core import data
+from treesurv.core.files import file_md5
 from treesurv.lifecycle.ingest import pointer_md5
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def test_new_rows_are_appended_versioned_and_the_old_version_stays(
     )
     after = (repo.root / RAW).read_bytes()
     assert after == before + b"".join(lines[301:341])  # appended in the study's own format
-    md5 = data.file_md5(repo.root / RAW)
+    md5 = file_md5(repo.root / RAW)
     assert pointer_md5(repo.root / POINTER) == md5
     assert (repo.remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()  # pushed
     assert "data: add 40 census rows" in repo.run("git", "log", "-1", "--format=%s").stdout

@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.config import DEFAULT_PATHS, Paths, load_params
+from treesurv.core.files import file_md5
+from treesurv.core.split import model_frame
+from treesurv.core.validation import validate_file
 from treesurv.inference.bundle import load_verified
 from treesurv.training.stages import load_pipeline
 
@@ -89,12 +92,12 @@ def test_exp_run_with_a_changed_param(pipeline_project: Path) -> None:
 def test_bundle_matches_sklearn_on_every_real_row(bundle_dir: Path, real_csv: Path) -> None:
     bundle, compiled = load_verified(bundle_dir)
     pipeline = load_pipeline(bundle_dir.parent / "model.skops")
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     features = frame[list(schema.FEATURE_NAMES)]
     gap = np.max(np.abs(compiled.proba_columns(features) - pipeline.predict_proba(features)[:, 1]))
     assert gap < 1e-6
     manifest = bundle.manifest
-    assert manifest["data"]["md5"] == data.file_md5(real_csv)
+    assert manifest["data"]["md5"] == file_md5(real_csv)
     assert set(manifest["files"]) >= {"model.skops", "predictor.npz", "model_card.md"}
     assert manifest["schema"]["features"][0]["name"] == "Species"
     assert "sklearn" not in json.dumps(manifest["model"]["features"])
@@ -115,7 +118,7 @@ def test_model_card_states_the_limits(bundle_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def scored(bundle_dir: Path, real_csv: Path) -> tuple[Any, pd.DataFrame]:
     _, compiled = load_verified(bundle_dir)
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     return compiled, frame
 
 
@@ -182,7 +185,7 @@ def _tiny_params() -> dict[str, Any]:
 def test_training_is_deterministic(real_csv: Path) -> None:
     from treesurv.training.classifier import train
 
-    frame = data.model_frame(data.validate_file(real_csv)[0]).sample(600, random_state=1)
+    frame = model_frame(validate_file(real_csv)[0]).sample(600, random_state=1)
     a = train(frame, _tiny_params(), lambda m: None)
     b = train(frame, _tiny_params(), lambda m: None)
     # Forests sum their trees in threads, so the last bits may differ; what is
@@ -205,7 +208,7 @@ def test_training_is_deterministic(real_csv: Path) -> None:
 def test_outcome_columns_can_never_be_features(real_csv: Path) -> None:
     from treesurv.training.classifier import train
 
-    frame = data.model_frame(data.validate_file(real_csv)[0]).head(100)
+    frame = model_frame(validate_file(real_csv)[0]).head(100)
     params = _tiny_params()
     params["features"]["columns"] = [*schema.FEATURE_NAMES, "Time"]
     with pytest.raises(ValueError, match="outcome columns can never be features"):

@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv.core import data, schema
-from treesurv.inference.bundle import VARIANTS, load_verified, require_complete
+from treesurv.core import schema
+from treesurv.core.config import VARIANTS
+from treesurv.core.split import model_frame
+from treesurv.core.validation import validate_file
+from treesurv.inference.bundle import load_verified, require_complete
 from treesurv.inference.predictor import HorizonError, SurvivalPredictor
 from treesurv.training.stages import load_pipeline
 
@@ -26,8 +29,8 @@ def metrics(pipeline_project: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = data.validate_file(real_csv)
-    return data.model_frame(frame)
+    frame, _ = validate_file(real_csv)
+    return model_frame(frame)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.config import Params, ParamsError
+from treesurv.core.files import write_json
+from treesurv.core.profile import numeric_profile, reference_profile
 from treesurv.monitoring.drift import (
     DriftError,
     Thresholds,
@@ -54,8 +56,8 @@ def synthetic(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def profile() -> dict:
     ref = synthetic(3000, seed=0)
-    out = data.reference_profile(ref, bins=10)
-    out["prediction"] = data.numeric_profile(ref["death_probability"].to_numpy(), 10)
+    out = reference_profile(ref, bins=10)
+    out["prediction"] = numeric_profile(ref["death_probability"].to_numpy(), 10)
     return out
 
 
@@ -71,7 +73,7 @@ def test_psi_basics() -> None:
 def test_ks_against_the_sketch_matches_scipy_on_the_rows() -> None:
     rng = np.random.default_rng(3)
     ref, cur = rng.normal(0, 1, 4000), rng.normal(0.3, 1, 800)
-    sketch = data.numeric_profile(ref, 10)["sketch"]
+    sketch = numeric_profile(ref, 10)["sketch"]
     d, p = ks_against_sketch(cur, np.asarray(sketch), len(ref))
     exact = stats.ks_2samp(cur, ref, method="asymp")
     assert d == pytest.approx(exact.statistic, abs=0.01)  # the sketch has 1% resolution
@@ -79,7 +81,7 @@ def test_ks_against_the_sketch_matches_scipy_on_the_rows() -> None:
     assert np.log10(p) == pytest.approx(np.log10(exact.pvalue), abs=1)
     # Ties survive the sketch: a resample of a few distinct values is not "different".
     levels = rng.choice([0.05, 0.08, 0.11, 0.15], 2000, p=[0.4, 0.3, 0.2, 0.1])
-    sketch = data.numeric_profile(levels, 10)["sketch"]
+    sketch = numeric_profile(levels, 10)["sketch"]
     d, p = ks_against_sketch(rng.choice(levels, 500), np.asarray(sketch), len(levels))
     assert d < 0.06 and p > 0.01
 
@@ -178,7 +180,7 @@ def test_drift_gauges_follow_the_report_file(profile: dict, tmp_path: Path) -> N
 
     cur = synthetic(1000, seed=9)
     cur["Lignin"] += 6.0
-    data.write_json(compare(profile, cur, Thresholds.from_params()).to_dict(), path)
+    write_json(compare(profile, cur, Thresholds.from_params()).to_dict(), path)
     value = registry.get_sample_value
     assert value("treesurv_drift_detected") == 1.0
     assert value("treesurv_drift_flagged", {"feature": "Lignin"}) == 1.0
@@ -189,9 +191,7 @@ def test_drift_gauges_follow_the_report_file(profile: dict, tmp_path: Path) -> N
     stamp = value("treesurv_drift_report_timestamp_seconds")
     assert stamp is not None and abs(stamp - datetime.now(UTC).timestamp()) < 120
 
-    data.write_json(
-        compare(profile, synthetic(1000, seed=10), Thresholds.from_params()).to_dict(), path
-    )
+    write_json(compare(profile, synthetic(1000, seed=10), Thresholds.from_params()).to_dict(), path)
     assert value("treesurv_drift_detected") == 0.0  # re-read when the file changes
 
     path.write_text("{ not json")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.validation import SCORING, validate
 from treesurv.inference.bundle import load_verified
 from treesurv.monitoring.prediction_log.queue import PredictionLog
 
@@ -35,7 +36,7 @@ def write_log(directory: Path, rows: pd.DataFrame, bundle_dir: Path) -> None:
     """What the service would log: one request per row, scored by the bundle."""
     bundle, compiled = load_verified(bundle_dir)
     features = rows[list(schema.FEATURE_NAMES)]
-    _, report = data.validate(features, "traffic", data.SCORING)
+    _, report = validate(features, "traffic", SCORING)
     assert report.ok, report.summary()  # the API would have accepted every row
     proba = compiled.proba_columns(features)
     records = features.astype(object).where(features.notna(), None).to_dict("records")

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import build_bundle, build_four_model_bundle, flip_middle_byte
-from treesurv.core import data, schema
+from treesurv.core import schema
+from treesurv.core.split import model_frame
+from treesurv.core.validation import validate_file
 from treesurv.inference import bundle as bundle_mod
 from treesurv.inference.bundle import (
     MANIFEST,
@@ -37,8 +39,8 @@ SUBMODEL_FILES = (
 
 @pytest.fixture(scope="module")
 def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = data.validate_file(real_csv)
-    return data.model_frame(frame)
+    frame, _ = validate_file(real_csv)
+    return model_frame(frame)
 
 
 @pytest.fixture

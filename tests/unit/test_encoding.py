@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.encoding import RowEncoder, encode, fit_encoder
+from treesurv.core.split import model_frame
+from treesurv.core.validation import validate, validate_file
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
-    clean, report = data.validate(frame, "t")
+    clean, report = validate(frame, "t")
     assert report.ok
     return clean
 
@@ -27,7 +29,7 @@ def test_row_encoder_equals_column_encoder(small_frame: pd.DataFrame) -> None:
 
 
 def test_row_encoder_equals_on_real_rows(real_csv) -> None:  # type: ignore[no-untyped-def]
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     params = fit_encoder(frame)
     matrix = encode(params, frame)
     fast = RowEncoder(params)
@@ -103,8 +105,8 @@ def test_design_only_encoder_ignores_traits(small_frame: pd.DataFrame) -> None:
 
 
 def test_site_one_hot_of_the_plot_missing_is_a_typical_site(real_csv) -> None:  # type: ignore[no-untyped-def]
-    frame, _ = data.validate_file(real_csv)
-    frame = data.model_frame(frame)
+    frame, _ = validate_file(real_csv)
+    frame = model_frame(frame)
     params = fit_encoder(frame, schema.DESIGN, site=True)
     names = params.column_names()
     plots = [i for i, n in enumerate(names) if n.startswith("Plot=")]

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.config import Params, ParamsError, RetrainParams
+from treesurv.core.split import holdout_mask
 from treesurv.lifecycle.retrain import (
     RetrainError,
     decide,
@@ -76,7 +77,7 @@ def test_lifecycle_params_are_checked() -> None:
 
 def test_evaluation_rows_exclude_rows_the_champion_trained_on() -> None:
     ids = np.arange(1, 2001)
-    test_mask = data.holdout_mask(ids, 20, "salt-a")
+    test_mask = holdout_mask(ids, 20, "salt-a")
     test = pd.DataFrame({schema.ID: ids[test_mask], schema.TARGET: 0})
     same = {"params": {"data": {"test_percent": 20, "split_salt": "salt-a"}}}
     assert len(evaluation_rows(test, same)) == len(test)
@@ -84,7 +85,7 @@ def test_evaluation_rows_exclude_rows_the_champion_trained_on() -> None:
     # out by both splits are fair to both models.
     other = {"params": {"data": {"test_percent": 20, "split_salt": "salt-b"}}}
     rows = evaluation_rows(test, other)
-    both = set(ids[test_mask & data.holdout_mask(ids, 20, "salt-b")])
+    both = set(ids[test_mask & holdout_mask(ids, 20, "salt-b")])
     assert set(rows[schema.ID]) == both
     assert 0 < len(rows) < len(test)
     assert len(evaluation_rows(test, None)) == len(test)

@@ -19,15 +19,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
+from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import FastPredictor, PredictorError, dumps, loads
 from treesurv.training.compiler import CompileError, compile_model
 
 
 @pytest.fixture(scope="module")
 def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     return frame, frame[schema.TARGET].to_numpy(dtype=int)
 
 

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.test_predictor import MODELS
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
+from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import (
     FastPredictor,
     PredictorError,
@@ -26,7 +27,7 @@ from treesurv.training.compiler import compile_model
 
 @pytest.fixture(scope="module")
 def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = data.validate_file(real_csv)
+    frame, _ = validate_file(real_csv)
     return frame, frame[schema.TARGET].to_numpy(dtype=int)
 
 

@@ -13,8 +13,10 @@ from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
+from treesurv.core.split import model_frame
+from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import (
     HorizonError,
     PredictorError,
@@ -29,8 +31,8 @@ from treesurv.training.survival import survival_target
 
 @pytest.fixture(scope="module")
 def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = data.validate_file(real_csv)
-    frame = data.model_frame(frame)
+    frame, _ = validate_file(real_csv)
+    frame = model_frame(frame)
     return frame, survival_target(frame)
 
 

@@ -18,7 +18,7 @@ from treesurv.core.config import PARAMS_FILE, Params
 from treesurv.core.errors import TreesurvError
 
 if TYPE_CHECKING:
-    from treesurv.core.data import ValidationReport
+    from treesurv.core.validation import ValidationReport
     from treesurv.inference.batch import BatchResult
 
 # Wide output when piped (CI logs, files), so report rows are never cut.
@@ -93,7 +93,6 @@ def print_report(report: ValidationReport, limit: int = 50) -> None:
 
 def print_issues(result: BatchResult) -> None:
     """The rows a batch could not score, as a validation report."""
-    from treesurv.core.data import ValidationReport
 
     report = ValidationReport(source="input", rows=result.rows, issues=list(result.issues))
     print_report(report)

@@ -10,7 +10,8 @@ import typer
 
 from treesurv.cli.console import PARAMS_FILE, ParamsOpt, err, fail, load, print_report
 from treesurv.cli.lifecycle import guard
-from treesurv.core import data as data_mod
+from treesurv.core.files import write_json, write_table
+from treesurv.core.validation import SCORING, TRAINING, validate_file
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,15 @@ def validate(
     scoring: Annotated[bool, typer.Option(help="Scoring input: no id or target required.")] = False,
 ) -> None:
     """Check a data file against the schema; exit 1 when it is unusable."""
-    options = data_mod.SCORING if scoring else data_mod.TRAINING
-    clean, report = data_mod.validate_file(path, options)
+    options = SCORING if scoring else TRAINING
+    clean, report = validate_file(path, options)
     if report_path:
-        data_mod.write_json(report.to_dict(), report_path)
+        write_json(report.to_dict(), report_path)
     print_report(report)
     if not report.ok:
         raise typer.Exit(1)
     if out_path:
-        data_mod.write_table(clean, out_path)
+        write_table(clean, out_path)
 
 
 @app.command("add")
@@ -63,7 +64,7 @@ def add(
         if exc.report is not None:
             print_report(exc.report)
             if report_path:
-                data_mod.write_json({"ok": False, "validation": exc.report.to_dict()}, report_path)
+                write_json({"ok": False, "validation": exc.report.to_dict()}, report_path)
         raise fail(str(exc)) from None
     for line, rid in result.duplicates:
         err.print(f"line {line}: id {rid} is already in the data with the same content: skipped")
@@ -76,5 +77,5 @@ def add(
     for note in result.notes:
         err.print(f"note: {note}")
     if report_path:
-        data_mod.write_json({"ok": True, **result.to_dict()}, report_path)
+        write_json({"ok": True, **result.to_dict()}, report_path)
     err.print(f"[green]{result.summary()}[/]", highlight=False)

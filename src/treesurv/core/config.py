@@ -19,6 +19,9 @@ from treesurv.core.schema import DESIGN
 
 PARAMS_FILE = Path("params.yaml")
 MODEL_NAME = "tree-survival"
+# The model variants: `full` sees every feature, `planning` the design known before
+# planting; each has a classifier and a survival model.
+VARIANTS = ("full", "planning")
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ class Params(_Section):
         if variant == "full":
             return self
         if variant != "planning":
-            raise ParamsError(f"unknown model variant {variant!r}; known: full, planning")
+            raise ParamsError(f"unknown model variant {variant!r}; known: {', '.join(VARIANTS)}")
         overrides = self.planning.model_dump(exclude_none=True)
         return self.model_copy(
             update={

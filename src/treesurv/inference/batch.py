@@ -23,8 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.errors import InputError
+from treesurv.core.files import NA_VALUES, DataFileError, first_line, is_parquet, sniff_text
+from treesurv.core.validation import SCORING, RowIssue, all_valid, validate
 from treesurv.inference.bundle import Bundle
 from treesurv.inference.predictor import CompiledModel
 
@@ -47,12 +49,12 @@ class BatchResult:
     rows: int = 0
     scored: int = 0
     rejected: int = 0
-    issues: list[data.RowIssue] = field(default_factory=list)
+    issues: list[RowIssue] = field(default_factory=list)
     issue_count: int = 0
     output: Path | None = None
     rejects: Path | None = None
 
-    def note(self, issues: list[data.RowIssue]) -> None:
+    def note(self, issues: list[RowIssue]) -> None:
         self.issue_count += len(issues)
         room = MAX_REPORTED - len(self.issues)
         if room > 0:
@@ -65,16 +67,16 @@ def rejects_path(output: Path) -> Path:
 
 def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Iterator[pd.DataFrame]:
     """Chunks of the raw input; CSV cells stay text so bad values can be reported."""
-    if data.is_parquet(path):
+    if is_parquet(path):
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for a bad file
-            raise data.DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+            raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
         for batch in pf.iter_batches(batch_size=chunk_rows):
             on_bytes(batch.num_rows)
             yield batch.to_pandas()
         return
-    data.sniff_text(path)
+    sniff_text(path)
     with path.open("rb") as fh:
         try:
             # Cells are kept exactly as written ("NA" stays "NA" in a CSV output);
@@ -87,16 +89,14 @@ def _chunks(path: Path, chunk_rows: int, on_bytes: Callable[[int], None]) -> Ite
                 last = pos
                 yield chunk
         except pd.errors.EmptyDataError:
-            raise data.DataFileError(f"{path}: the file is empty") from None
+            raise DataFileError(f"{path}: the file is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise data.DataFileError(
-                f"{path}: not a valid CSV file ({data.first_line(exc)})"
-            ) from None
+            raise DataFileError(f"{path}: not a valid CSV file ({first_line(exc)})") from None
 
 
 def input_size(path: Path) -> int:
     """Progress total: rows for Parquet (known from metadata), bytes for CSV."""
-    if data.is_parquet(path):
+    if is_parquet(path):
         try:
             return int(pq.ParquetFile(path).metadata.num_rows)
         except Exception:
@@ -127,7 +127,7 @@ class _Writer:
         self._header = True
 
     def write(self, frame: pd.DataFrame) -> None:
-        if data.is_parquet(self.path):
+        if is_parquet(self.path):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._parquet is None:
                 # A column empty in the first chunk must still take text later.
@@ -193,7 +193,7 @@ class CheckedChunk:
     """One chunk, validated: the rows to write and the model's inputs for them."""
 
     rows: int
-    issues: list[data.RowIssue]  # line numbers in the file
+    issues: list[RowIssue]  # line numbers in the file
     rejects: pd.DataFrame | None  # the bad rows with `line` and `reasons`, if any
     keep: pd.DataFrame  # the valid rows as they will be written (before scoring)
     inputs: pd.DataFrame  # the valid rows' typed model inputs
@@ -204,7 +204,7 @@ class ScoredChunk:
     """One chunk, validated and scored: what both the streamed and the Dask path write."""
 
     rows: int
-    issues: list[data.RowIssue]
+    issues: list[RowIssue]
     rejects: pd.DataFrame | None
     scored: pd.DataFrame  # the valid rows with the three output columns
 
@@ -223,15 +223,15 @@ def check_chunk(
     if missing:
         raise BatchError(f"{source}: missing required column(s): {', '.join(missing)}")
     chunk.index = pd.RangeIndex(len(chunk))  # row positions; no copy
-    text_to_parquet = data.is_parquet(output) and not data.is_parquet(source)
-    parsed = chunk if data.is_parquet(source) else _na_masked(chunk, text_to_parquet)
-    fast = data.all_valid(parsed)
-    issues: list[data.RowIssue] = []
+    text_to_parquet = is_parquet(output) and not is_parquet(source)
+    parsed = chunk if is_parquet(source) else _na_masked(chunk, text_to_parquet)
+    fast = all_valid(parsed)
+    issues: list[RowIssue] = []
     rejects = None
     if fast is not None:
         clean = fast
     else:
-        clean, report = data.validate(parsed, str(source), data.SCORING)
+        clean, report = validate(parsed, str(source), SCORING)
         issues = [_shift(i, first_line - 2) for i in report.issues]
     if issues:
         bad = sorted({i.line - first_line for i in issues if i.line is not None})
@@ -342,17 +342,17 @@ def _na_masked(chunk: pd.DataFrame, every_column: bool) -> pd.DataFrame:
     out = chunk.copy(deep=False)
     for c in columns:
         col = chunk[c]
-        out[c] = col.mask(col.isin(data.NA_VALUES))
+        out[c] = col.mask(col.isin(NA_VALUES))
     return out
 
 
-def _shift(issue: data.RowIssue, offset: int) -> data.RowIssue:
+def _shift(issue: RowIssue, offset: int) -> RowIssue:
     if issue.line is None:
         return issue
-    return data.RowIssue(issue.line + offset, issue.column, issue.value, issue.rule)
+    return RowIssue(issue.line + offset, issue.column, issue.value, issue.rule)
 
 
-def _reasons(issues: list[data.RowIssue]) -> dict[int, str]:
+def _reasons(issues: list[RowIssue]) -> dict[int, str]:
     out: dict[int, list[str]] = {}
     for i in issues:
         if i.line is not None:

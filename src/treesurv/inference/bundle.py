@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from treesurv.core.config import VARIANTS
 from treesurv.core.errors import ModelError
 from treesurv.core.journal import checkpoint
 from treesurv.inference import predictor
@@ -43,7 +44,6 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 LIBRARIES = ("numpy", "scikit-learn", "scikit-survival", "numba", "skops", "pandas", "treesurv")
 # Manifest keys write_bundle sets itself; `extra` may not override them.
 MANIFEST_KEYS = ("format", "name", "version", "created", "libraries", "files", "digest")
-VARIANTS = ("full", "planning")
 KINDS = ("classifier", "survival")
 # The file stem of each sub-model: <stem>.json (spec) + <stem>.npz (arrays).
 SUBMODEL_STEMS = {

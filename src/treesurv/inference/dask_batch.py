@@ -41,7 +41,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from treesurv.core import data
+from treesurv.core.files import PARQUET_SUFFIXES, DataFileError, first_line, is_parquet, sniff_text
+from treesurv.core.validation import RowIssue
 from treesurv.inference.batch import (
     BatchError,
     BatchResult,
@@ -80,7 +81,7 @@ class PartResult:
     path: str
     rows: int
     scored: int
-    issues: list[data.RowIssue] = field(default_factory=list)  # lines relative to the part
+    issues: list[RowIssue] = field(default_factory=list)  # lines relative to the part
     rejects: pd.DataFrame | None = None
 
 
@@ -92,20 +93,18 @@ def expand_inputs(spec: str | Path) -> list[Path]:
     text = str(spec)
     path = Path(text)
     if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.suffix.lower() in (".csv", *data.PARQUET_SUFFIXES)
-        )
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", *PARQUET_SUFFIXES))
     elif GLOB_CHARS & set(text):
         files = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
     else:
         if not path.exists():
-            raise data.DataFileError(f"{path}: no such file")
+            raise DataFileError(f"{path}: no such file")
         files = [path]
     if not files:
-        raise data.DataFileError(f"{text}: no CSV or Parquet input files found")
-    kinds = {data.is_parquet(p) for p in files}
+        raise DataFileError(f"{text}: no CSV or Parquet input files found")
+    kinds = {is_parquet(p) for p in files}
     if len(kinds) > 1:
-        raise data.DataFileError(f"{text}: mixes CSV and Parquet files; score them separately")
+        raise DataFileError(f"{text}: mixes CSV and Parquet files; score them separately")
     return files
 
 
@@ -118,14 +117,14 @@ def plan(
     out: list[Partition] = []
     columns: list[str] | None = None
     for path in files:
-        if data.is_parquet(path):
+        if is_parquet(path):
             parts, names = _parquet_parts(path, partition_rows, len(out))
         else:
             parts, names = _csv_parts(path, partition_bytes, len(out))
         if columns is None:
             columns = names
         elif names != columns:
-            raise data.DataFileError(
+            raise DataFileError(
                 f"{path}: its columns differ from those of {files[0]}; "
                 "every input file needs the same columns in the same order"
             )
@@ -137,7 +136,7 @@ def _parquet_parts(path: Path, rows: int, first: int) -> tuple[list[Partition], 
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception as exc:  # pyarrow raises several types for a bad file
-        raise data.DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
     parts: list[Partition] = []
     group: list[int] = []
     count = 0
@@ -153,14 +152,14 @@ def _parquet_parts(path: Path, rows: int, first: int) -> tuple[list[Partition], 
 
 
 def _csv_parts(path: Path, size: int, first: int) -> tuple[list[Partition], list[str]]:
-    data.sniff_text(path)
+    sniff_text(path)
     total = path.stat().st_size
     with path.open("rb") as fh:
         header = fh.readline()
         try:
             names = list(pd.read_csv(io.BytesIO(header), nrows=0, dtype=str).columns)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise data.DataFileError(f"{path}: not a valid CSV header ({exc})") from None
+            raise DataFileError(f"{path}: not a valid CSV header ({exc})") from None
         parts: list[Partition] = []
         start = len(header)
         while start < total:
@@ -176,7 +175,7 @@ def _csv_parts(path: Path, size: int, first: int) -> tuple[list[Partition], list
 
 def _read(part: Partition) -> pd.DataFrame:
     path = Path(part.path)
-    if data.is_parquet(path):
+    if is_parquet(path):
         pf = pq.ParquetFile(path)
         if not part.row_groups:
             return pf.schema_arrow.empty_table().to_pandas()
@@ -188,7 +187,7 @@ def _read(part: Partition) -> pd.DataFrame:
         # Exactly how the single-process path reads CSV: every cell as written.
         return pd.read_csv(io.BytesIO(part.header + body), dtype=str, na_filter=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise data.DataFileError(f"{path}: not a valid CSV file ({data.first_line(exc)})") from None
+        raise DataFileError(f"{path}: not a valid CSV file ({first_line(exc)})") from None
 
 
 # ----------------------------------------------------------- on the workers

@@ -25,16 +25,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.errors import LifecycleError
+from treesurv.core.files import DataFileError, file_md5, read_table
 from treesurv.core.journal import Journal, checkpoint, write_atomic
+from treesurv.core.validation import TRAINING, ValidationReport, validate
 from treesurv.lifecycle import vcs
 
 
 class IngestError(LifecycleError):
     """The new rows cannot be added; nothing was appended."""
 
-    def __init__(self, message: str, report: data.ValidationReport | None = None) -> None:
+    def __init__(self, message: str, report: ValidationReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 
@@ -163,20 +165,20 @@ def ensure_current(root: Path, raw: Path) -> None:
     if not raw.exists():
         vcs.dvc(["pull", str(pointer.relative_to(root))], root)
     expected = pointer_md5(pointer)
-    if expected is not None and data.file_md5(raw) != expected:
+    if expected is not None and file_md5(raw) != expected:
         raise IngestError(
             f"{raw.relative_to(root)} has changes its pointer does not record; "
             "record them with `dvc add` or discard them with `dvc checkout` first"
         )
 
 
-def _read_incoming(source: Path) -> tuple[pd.DataFrame, data.ValidationReport]:
+def _read_incoming(source: Path) -> tuple[pd.DataFrame, ValidationReport]:
     try:
-        frame = data.read_table(source)
-    except data.DataFileError as exc:
-        report = data.ValidationReport(source=str(source), fatal=str(exc).split(": ", 1)[-1])
+        frame = read_table(source)
+    except DataFileError as exc:
+        report = ValidationReport(source=str(source), fatal=str(exc).split(": ", 1)[-1])
         raise IngestError(f"{report.summary()}: nothing was added", report) from None
-    clean, report = data.validate(frame.copy(), source=str(source), options=data.TRAINING)
+    clean, report = validate(frame.copy(), source=str(source), options=TRAINING)
     if not report.ok:
         raise IngestError(
             f"{report.summary()}: nothing was added (fix the file and add it again)", report
@@ -203,7 +205,7 @@ def add_rows(
     except vcs.CommandError as exc:
         raise IngestError(f"cannot get the current study data: {exc}") from None
     incoming, report = _read_incoming(source)
-    existing = data.read_table(raw)
+    existing = read_table(raw)
     missing = [c for c in existing.columns if c not in incoming.columns]
     extra = [c for c in incoming.columns if c not in existing.columns]
     if missing or extra:
@@ -218,7 +220,7 @@ def add_rows(
     incoming = incoming[list(existing.columns)]
     lines = pd.Series(incoming.index + 2, index=incoming.index)
     merge = merge_rows(existing, incoming, lines)
-    md5_before = data.file_md5(raw)
+    md5_before = file_md5(raw)
     result = AddResult(
         source=str(source),
         appended=len(merge.append),
@@ -281,7 +283,7 @@ def add_rows(
         _undo(root, journal.read() or {})
         journal.clear()
         raise IngestError(f"{exc}\nnothing was added: the previous data is back in place") from None
-    result.md5_after = data.file_md5(raw)
+    result.md5_after = file_md5(raw)
     if commit:
         try:
             # The commit point: before it a crash is undone, after it the new
@@ -335,7 +337,7 @@ def recover(root: Path, log: Callable[[str], None] = lambda _m: None) -> None:
     committed = vcs.show_file(root, "HEAD", state["pointer"]) if state["commit"] else None
     head_md5 = _md5_of(committed) if committed else None
     finished = head_md5 not in (None, state["md5_before"])
-    if finished and raw.exists() and data.file_md5(raw) == head_md5:
+    if finished and raw.exists() and file_md5(raw) == head_md5:
         _beside(raw, "previous").unlink(missing_ok=True)
         log(f"finished the interrupted addition of rows to {state['raw']}")
         journal.clear()

@@ -34,10 +34,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from treesurv.core import data, schema
+from treesurv.core import schema
 from treesurv.core.config import Params, RetrainParams
 from treesurv.core.errors import LifecycleError, TreesurvError
+from treesurv.core.files import file_md5, write_json
 from treesurv.core.journal import Journal, checkpoint, locked, write_atomic
+from treesurv.core.split import holdout_mask
+from treesurv.core.validation import validate_file
 from treesurv.inference import bundle as bundle_mod
 from treesurv.lifecycle import ingest, registry, vcs
 
@@ -104,7 +107,7 @@ def evaluation_rows(test: pd.DataFrame, champion: Mapping[str, Any] | None) -> p
     split = ((champion or {}).get("params") or {}).get("data") or {}
     if "test_percent" not in split or "split_salt" not in split:
         return test
-    mask = data.holdout_mask(test[schema.ID], float(split["test_percent"]), split["split_salt"])
+    mask = holdout_mask(test[schema.ID], float(split["test_percent"]), split["split_salt"])
     return test[mask].reset_index(drop=True)
 
 
@@ -346,10 +349,10 @@ class RetrainRun:
             self.log(added.summary())
 
         self.step = "validate"
-        _, validation = data.validate_file(raw)
+        _, validation = validate_file(raw)
         self.report["data"] = {
             "path": str(self.paths.raw),
-            "md5": data.file_md5(raw),
+            "md5": file_md5(raw),
             "rows": validation.rows,
             "valid_rows": validation.valid_rows,
             "pointer_commit": vcs.last_commit_of(self.root, str(pointer.relative_to(self.root))),
@@ -587,7 +590,7 @@ class RetrainRun:
         self.report["finished"] = _now()
         self.report["seconds"] = round(time.perf_counter() - self.started, 1)
         path = self.path(self.config.report)
-        data.write_json(self.report, path)
+        write_json(self.report, path)
         md = path.with_suffix(".md")
         tmp = md.with_name(f".{md.name}.tmp")
         tmp.write_text(render_markdown(self.report))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from treesurv.core import data
+from treesurv.core.files import write_json
 from treesurv.monitoring.drift import DriftError, DriftReport, Thresholds, compare
 from treesurv.monitoring.prediction_log.reader import read_log
 
@@ -102,7 +102,7 @@ def run_drift(
         report.notes.append(f"{read.bad_lines} unreadable log line(s) skipped")
         document["notes"] = report.notes
     if json_out is not None:
-        data.write_json(document, json_out)
+        write_json(document, json_out)
     if html_out is not None:
         from treesurv.monitoring.drift_report import render
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from treesurv.inference.bundle import MANIFEST, VARIANTS, Bundle, BundleError, load_verified
+from treesurv.core.config import VARIANTS
+from treesurv.inference.bundle import MANIFEST, Bundle, BundleError, load_verified
 from treesurv.inference.predictor import FastPredictor, SurvivalPredictor
 from treesurv.serving.metrics import Metrics
 

@@ -208,9 +208,6 @@ def cross_fit_calibration(
     return out
 
 
-VARIANTS = ("full", "planning")
-
-
 def feature_columns(params: Params) -> tuple[tuple[str, ...], bool]:
     """The model's input features and whether trait cell z-scores are added."""
     features = params.features.columns or schema.FEATURE_NAMES

@@ -15,10 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from treesurv.core import data, schema
-from treesurv.core.config import MODEL_NAME, Params, Paths
+from treesurv.core import schema
+from treesurv.core.config import MODEL_NAME, VARIANTS, Params, Paths
 from treesurv.core.errors import InputError
+from treesurv.core.files import file_md5, write_json, write_table
+from treesurv.core.profile import numeric_profile, reference_profile
+from treesurv.core.split import model_frame, split
 from treesurv.inference import bundle as bundle_mod
+from treesurv.inference.bundle import KINDS, SUBMODEL_STEMS, submodel_entry
+from treesurv.inference.predictor import PredictorError, dumps, loads, loads_survival
+from treesurv.training import evaluation as ev
+from treesurv.training import survival as sv
+from treesurv.training.classifier import train
+from treesurv.training.compiler import compile_model, compile_survival
+from treesurv.training.survival import train_survival
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +53,15 @@ class StageError(InputError):
 def stage_prepare(params: Params) -> dict[str, int]:
     paths, dp = params.paths, params.data
     validated = paths.validated
-    frame = data.model_frame(pd.read_parquet(validated))
-    train, test = data.split(frame, dp.test_percent, dp.split_salt)
+    frame = model_frame(pd.read_parquet(validated))
+    train, test = split(frame, dp.test_percent, dp.split_salt)
     if train[schema.TARGET].nunique() < 2 or len(test) == 0:
         raise StageError("the training split needs both outcomes and the test split needs rows")
-    data.write_table(train, paths.train)
-    data.write_table(test, paths.test)
-    profile = data.reference_profile(train, dp.profile_bins)
-    profile["source"] = {"md5": data.file_md5(validated), "rows": len(frame)}
-    data.write_json(profile, paths.profile)
+    write_table(train, paths.train)
+    write_table(test, paths.test)
+    profile = reference_profile(train, dp.profile_bins)
+    profile["source"] = {"md5": file_md5(validated), "rows": len(frame)}
+    write_json(profile, paths.profile)
     return {"train": len(train), "test": len(test)}
 
 
@@ -68,7 +78,6 @@ def stage_train(
     params: Params, log_fn: Callable[[str], None], variant: str = "full"
 ) -> dict[str, Any]:
     """Train the classifier of a variant: `full` (every feature) or `planning` (design only)."""
-    from treesurv.training.classifier import train
 
     paths = params.paths
     frame = pd.read_parquet(paths.train)
@@ -76,7 +85,7 @@ def stage_train(
     model_path, report_path, oof_path = paths.classifier_outputs(variant)
     _dump_skops(result.pipeline, model_path)
     report = result.report()
-    data.write_json(report, report_path)
+    write_json(report, report_path)
     oof = pd.DataFrame(
         {
             schema.ID: frame[schema.ID],
@@ -85,14 +94,12 @@ def stage_train(
             "p_cv_group": result.oof_group,
         }
     )
-    data.write_table(oof, oof_path)
+    write_table(oof, oof_path)
     return report
 
 
 def stage_train_survival(params: Params, log_fn: Callable[[str], None]) -> dict[str, Any]:
     """Train the survival model of both variants; keep their out-of-fold predictions."""
-    from treesurv.inference.bundle import VARIANTS
-    from treesurv.training.survival import train_survival
 
     paths = params.paths
     frame = pd.read_parquet(paths.train)
@@ -107,8 +114,8 @@ def stage_train_survival(params: Params, log_fn: Callable[[str], None]) -> dict[
         for h in horizons:
             j = int(np.searchsorted(result.days, h))
             oof[f"{variant}_s_{h:g}"] = result.chosen.oof[:, 1 + j]
-    data.write_json(reports, paths.survival_report)
-    data.write_table(oof, paths.survival_oof)
+    write_json(reports, paths.survival_report)
+    write_table(oof, paths.survival_oof)
     return reports
 
 
@@ -128,7 +135,6 @@ def _classifier_metrics(
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[np.ndarray, ...]]:
     """Cross-validated and held-out metrics of a classifier; its report; the arrays
     behind them (test y and p, out-of-fold y and p)."""
-    from treesurv.training import evaluation as ev
 
     model_path, report_path, oof_path = paths.classifier_outputs(variant)
     pipeline = load_pipeline(model_path)
@@ -152,8 +158,6 @@ def _survival_evaluation(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Survival metrics of both variants (CV from training, held-out test here) and
     the plot rows: Kaplan-Meier against the mean prediction, calibration at horizons."""
-    from treesurv.inference.bundle import VARIANTS
-    from treesurv.training import survival as sv
 
     paths, sp = params.paths, params.survival
     horizons = np.asarray([float(h) for h in sp.horizons])
@@ -176,8 +180,8 @@ def _survival_evaluation(
             "test": sv.horizon_calibration(y_test, at_h, horizons, groups),
             "cross-validation": sv.horizon_calibration(y_train, oof_at_h, horizons, groups),
         }
-        for split, split_rows in rows.items():
-            calibration += [{**r, "split": split, "model": variant} for r in split_rows]
+        for part, split_rows in rows.items():
+            calibration += [{**r, "split": part, "model": variant} for r in split_rows]
         report = reports[variant]
         test_metrics = sv.survival_metrics(y_train, y_test, pred[:, 0], pred[:, 1:], days)
         if pipeline.named_steps["encode"].params_.site:
@@ -203,8 +207,6 @@ def _survival_evaluation(
 
 
 def stage_evaluate(params: Params) -> dict[str, Any]:
-    from treesurv.training import evaluation as ev
-    from treesurv.training import survival as sv
 
     paths = params.paths
     test = pd.read_parquet(paths.test)
@@ -217,19 +219,19 @@ def stage_evaluate(params: Params) -> dict[str, Any]:
     )
     metrics["survival"], surv_plots = _survival_evaluation(params, train, test)
     metrics = ev.rounded(metrics)
-    data.write_json(metrics, paths.metrics)
+    write_json(metrics, paths.metrics)
 
     plots = paths.plots
-    data.write_json(ev.roc_points(y, p), plots / "roc.json")
-    data.write_json(
+    write_json(ev.roc_points(y, p), plots / "roc.json")
+    write_json(
         ev.calibration_points(y, p, bins, "test")
         + ev.calibration_points(oy, op, bins, "cross-validation"),
         plots / "calibration.json",
     )
-    data.write_json(ev.confusion_rows(y, p, threshold), plots / "confusion.json")
+    write_json(ev.confusion_rows(y, p, threshold), plots / "confusion.json")
     ev.save_png_plots(y, p, oy, op, threshold, bins, plots)
-    data.write_json(surv_plots["km"], plots / "survival_km.json")
-    data.write_json(surv_plots["calibration"], plots / "survival_calibration.json")
+    write_json(surv_plots["km"], plots / "survival_km.json")
+    write_json(surv_plots["calibration"], plots / "survival_calibration.json")
     sv.save_survival_pngs(surv_plots["km"], surv_plots["calibration"], plots)
 
     light = train["Light_ISF"]
@@ -237,7 +239,7 @@ def stage_evaluate(params: Params) -> dict[str, Any]:
         name=MODEL_NAME,
         metrics=metrics,
         train_report=report,
-        data_md5=data.file_md5(paths.raw) if paths.raw.exists() else "unknown",
+        data_md5=file_md5(paths.raw) if paths.raw.exists() else "unknown",
         rows={"train": len(train), "test": len(test)},
         threshold=threshold,
         light_range=(float(light.min()), float(light.max())),
@@ -257,7 +259,7 @@ def _bundle_profile(params: Params) -> bytes:
     profile = json.loads(paths.profile.read_text())
     oof = pd.read_parquet(paths.oof)["p_cv"].to_numpy(dtype=float)
     profile["prediction"] = {
-        **data.numeric_profile(oof, params.data.profile_bins),
+        **numeric_profile(oof, params.data.profile_bins),
         "source": "out-of-fold predictions of the chosen model on the training rows",
     }
     return (json.dumps(profile, indent=2) + "\n").encode()
@@ -268,9 +270,6 @@ def _compile_checked(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Compile one sub-model and check it scores like its scikit-learn pipeline on
     every row (survival: at every day the training data has)."""
-    from treesurv.inference.bundle import SUBMODEL_STEMS
-    from treesurv.inference.predictor import PredictorError, dumps, loads, loads_survival
-    from treesurv.training.compiler import compile_model, compile_survival
 
     pipeline = load_pipeline(paths.fitted(variant, kind))
     encoder = pipeline.named_steps["encode"].params_
@@ -301,7 +300,6 @@ def _compile_checked(
 
 
 def stage_package(params: Params, version: str | None = None) -> dict[str, Any]:
-    from treesurv.inference.bundle import KINDS, VARIANTS, submodel_entry
 
     paths = params.paths
     rows = pd.concat([pd.read_parquet(paths.train), pd.read_parquet(paths.test)])
@@ -328,7 +326,7 @@ def stage_package(params: Params, version: str | None = None) -> dict[str, Any]:
     files["reference_profile.json"] = _bundle_profile(params)
 
     metrics = json.loads(paths.metrics.read_text())
-    raw_md5 = data.file_md5(paths.raw) if paths.raw.exists() else None
+    raw_md5 = file_md5(paths.raw) if paths.raw.exists() else None
     full = submodels["full"]["classifier"]
     manifest = bundle_mod.write_bundle(
         paths.bundle,

@@ -1,19 +1,14 @@
-"""Load, validate and prepare the study's data.
+"""Row-level validation of the study's data against the schema (pandera).
 
-Validation is row-level: every bad cell or row is reported with its line number
-in the file, the column, the value and the rule it breaks, so that whoever owns
-the file can fix it in one pass. Pure functions take and return DataFrames; the
-only I/O is `read_table` / `write_table`.
-"""
+Every bad cell or row is reported with its line number in the file, the column,
+the value and the rule it breaks, so that whoever owns the file can fix it in one
+pass. Pure functions over DataFrames; `validate_file` reads the file first."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import warnings
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,109 +17,9 @@ import numpy as np
 import pandas as pd
 
 from treesurv.core import schema
-from treesurv.core.errors import InputError
+from treesurv.core.files import DataFileError, read_table
 
 log = logging.getLogger(__name__)
-
-NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
-PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-class DataFileError(InputError):
-    """A data file that cannot be read at all; the message is one line."""
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in PARQUET_SUFFIXES
-
-
-def sniff_text(path: Path) -> None:
-    """Refuse binary files early with a reason, instead of a parser traceback."""
-    with path.open("rb") as fh:
-        head = fh.read(64 * 1024)
-    if not head.strip():
-        raise DataFileError(f"{path}: the file is empty")
-    if b"\x00" in head:
-        raise DataFileError(f"{path}: not a CSV file (it contains binary data)")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the 64 KiB boundary is not an error.
-        if exc.start < len(head) - 4:
-            raise DataFileError(
-                f"{path}: not a CSV file (not UTF-8 text at byte {exc.start})"
-            ) from None
-
-
-def read_table(path: Path | str, *, as_text: bool = True) -> pd.DataFrame:
-    """Read a CSV or Parquet file; CSV cells stay text so validation can report them.
-
-    Raises DataFileError with a one-line reason when the file cannot be parsed.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataFileError(f"{path}: is a directory, not a data file")
-    if is_parquet(path):
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types; the reason is what matters
-            raise DataFileError(
-                f"{path}: not a readable Parquet file ({first_line(exc)})"
-            ) from None
-    sniff_text(path)
-    try:
-        frame = pd.read_csv(
-            path,
-            dtype=str if as_text else None,
-            keep_default_na=False,
-            na_values=NA_VALUES,
-            skipinitialspace=False,
-        )
-    except pd.errors.EmptyDataError:
-        raise DataFileError(f"{path}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataFileError(f"{path}: not a valid CSV file ({first_line(exc)})") from None
-    if len(frame.columns) == 1 and len(frame) and not _looks_like_header(frame.columns[0]):
-        raise DataFileError(f"{path}: not a CSV file (found a single column, no commas)")
-    return frame
-
-
-def _looks_like_header(name: str) -> bool:
-    return name in schema.FEATURE_NAMES or name in (schema.ID, schema.TARGET)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def write_table(frame: pd.DataFrame, path: Path | str) -> None:
-    """Write CSV or Parquet (by extension) atomically: a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if is_parquet(path):
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
-def file_md5(path: Path | str) -> str:
-    # DVC identifies data by md5; not for security.
-    digest = hashlib.md5(usedforsecurity=False)
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------ validation
 
 
 @dataclass(frozen=True)
@@ -185,6 +80,8 @@ class ValidationOptions:
 
 
 TRAINING = ValidationOptions()
+
+
 SCORING = ValidationOptions(require_id=False, require_target=False)
 
 
@@ -463,119 +360,3 @@ def validate_file(
         report = ValidationReport(source=str(path), fatal=str(exc).split(": ", 1)[-1])
         return pd.DataFrame(), report
     return validate(frame, source=str(path), options=options)
-
-
-# -------------------------------------------------------------------------- prepare
-
-
-def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns the pipeline keeps: id, features, target, group and time."""
-    keep = [schema.ID, *schema.FEATURE_NAMES, schema.TARGET]
-    keep += [c for c in (schema.GROUP, schema.TIME) if c in frame.columns]
-    out = frame[keep].copy()
-    if schema.GROUP in out.columns:
-        out[schema.GROUP] = pd.to_numeric(out[schema.GROUP], errors="coerce").astype("Int64")
-    if schema.TIME in out.columns:
-        out[schema.TIME] = pd.to_numeric(out[schema.TIME], errors="coerce").astype(float)
-    out[schema.TARGET] = out[schema.TARGET].astype(int)
-    out[schema.ID] = out[schema.ID].astype("int64")
-    return out.reset_index(drop=True)
-
-
-def holdout_mask(ids: Iterable[Any], test_percent: float, salt: str = "treesurv") -> np.ndarray:
-    """True for rows held out for testing, decided by a hash of the seedling id.
-
-    A hash rather than a random split keeps every existing row on the same side
-    when new census rows are appended, so the champion and a challenger are always
-    compared on rows neither of them was trained on.
-    """
-    out = []
-    for value in ids:
-        digest = hashlib.sha256(f"{salt}:{value}".encode()).digest()
-        out.append(int.from_bytes(digest[:8], "big") % 10_000 < test_percent * 100)
-    return np.asarray(out, dtype=bool)
-
-
-def split(frame: pd.DataFrame, test_percent: float, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    mask = holdout_mask(frame[schema.ID], test_percent, salt)
-    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
-
-
-def reference_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
-    """A compact description of the training inputs, for drift checks later.
-
-    Numeric features: quantile bin edges and the share of rows in each bin, a
-    quantile sketch and summary statistics; categorical: the share of each
-    category. Missing values have their own share so that a change in
-    missingness counts as drift.
-    """
-    features: dict[str, Any] = {}
-    n = len(frame)
-    for f in schema.FEATURES:
-        col = frame[f.name]
-        missing = float(col.isna().mean()) if n else 0.0
-        if f.kind == "categorical":
-            counts = col.value_counts(dropna=True)
-            features[f.name] = {
-                "kind": "categorical",
-                "shares": {c: float(counts.get(c, 0)) / n for c in f.categories},
-                "missing": missing,
-            }
-        else:
-            features[f.name] = numeric_profile(col.dropna().to_numpy(dtype=float), bins, missing)
-    return {"rows": n, "features": features}
-
-
-# Quantiles at (i + 0.5) / SKETCH_POINTS: a stand-in sample of the reference that
-# keeps its ties, so that a two-sample KS test can run against the profile alone.
-SKETCH_POINTS = 100
-
-
-def numeric_profile(values: np.ndarray, bins: int, missing: float = 0.0) -> dict[str, Any]:
-    """Quantile bins, a quantile sketch and summary statistics of one numeric column."""
-    edges = _quantile_edges(values, bins)
-    hist = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
-    probs = (np.arange(SKETCH_POINTS) + 0.5) / SKETCH_POINTS
-    return {
-        "kind": "numeric",
-        "edges": edges.tolist(),
-        "shares": (hist / max(len(values), 1)).tolist(),
-        "missing": missing,
-        "count": len(values),
-        "mean": float(values.mean()) if len(values) else None,
-        "std": float(values.std(ddof=1)) if len(values) > 1 else None,
-        "min": float(values.min()) if len(values) else None,
-        "max": float(values.max()) if len(values) else None,
-        "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)}
-        if len(values)
-        else {},
-        "sketch": np.quantile(values, probs, method="inverted_cdf").tolist() if len(values) else [],
-    }
-
-
-def _quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
-    if len(values) == 0:
-        return np.array([0.0, 1.0])
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    return edges
-
-
-def write_json(obj: Any, path: Path | str) -> None:
-    """Write JSON atomically (write beside, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,533 @@
+"""MkDocs hook: the tables and reference lists of the site, generated from the code.
+
+A page asks for a generated block with a marker on a line of its own:
+
+    <!-- gen: settings -->                  the service's settings (pydantic-settings class)
+    <!-- gen: endpoints -->                 the HTTP endpoints (the app's OpenAPI document)
+    <!-- gen: params -->                    params.yaml's keys (the typed Params class)
+    <!-- gen: cli -->                       every `treesurv` command and option (Typer)
+    <!-- gen: metrics -->                   the model's figures (metrics.json)
+    <!-- gen: targets -->                   held-out figures against the brief's targets
+    <!-- gen: model-card -->                the pipeline's model card (reports/model_card.md)
+    <!-- gen: bench SECTION -->             benchmark tables (bench/results.json)
+    <!-- gen: reference treesurv.LAYER -->  one mkdocstrings block per module of a package
+
+so nothing the code already says is copied by hand. An unknown marker, or a
+generator that fails, stops the build (`mkdocs build --strict` runs in `make docs`).
+Nothing here touches the network: the app is built without a model bundle and only
+its OpenAPI document is read.
+"""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+MARKER = re.compile(r"^<!--\s*gen:\s*([\w-]+)\s*(.*?)\s*-->\s*$", re.MULTILINE)
+
+
+class GenerationError(RuntimeError):
+    """A marker the hook does not know, or a source it cannot read."""
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    """A value as a Markdown table cell (pipes escaped, code where it is code)."""
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text
+
+
+def _code(value: Any) -> str:
+    text = str(value).replace("|", "\\|")
+    return f"`{text}`" if text else ""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _num(value: Any, digits: int = 3, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    if isinstance(value, int):
+        return f"{value:,}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    return re.sub(r"\b(?:typing|pathlib|pydantic\.types|collections\.abc)\.", "", text)
+
+
+def _load_json(relative: str) -> dict[str, Any]:
+    path = ROOT / relative
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GenerationError(f"{relative}: {exc}") from exc
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+def gen_settings(_: str) -> str:
+    from pydantic import SecretStr
+
+    from treesurv.serving.settings import Settings
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.get_default()
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        shown = "unset" if default is None else _code(json.dumps(default, default=str))
+        if isinstance(default, str | Path):
+            shown = _code(default)
+        rows.append(
+            [
+                _code(f"{prefix}{name}".upper()),
+                _code(_type_name(field.annotation)),
+                shown,
+                field.description or "",
+            ]
+        )
+    return _table(["environment variable", "type", "default", "what"], rows)
+
+
+def _openapi() -> dict[str, Any]:
+    from treesurv.serving.app import create_app
+    from treesurv.serving.settings import Settings
+
+    # No bundle: the document is what a schema-driven client sees before a model is
+    # loaded (the survival horizons then have no upper bound: it comes from the bundle).
+    with tempfile.TemporaryDirectory() as empty:
+        settings = Settings(
+            model_dir=Path(empty) / "no-bundle",
+            watch_interval=0,
+            prediction_log_dir=None,
+            drift_report=None,
+        )
+        return create_app(settings).openapi()
+
+
+def gen_endpoints(_: str) -> str:
+    spec = _openapi()
+    by_tag: dict[str, list[list[str]]] = {}
+    for path, operations in spec.get("paths", {}).items():
+        for method, op in operations.items():
+            if method.lower() not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            tag = (op.get("tags") or ["other"])[0]
+            summary = op.get("summary", "")
+            description = (op.get("description") or "").strip()
+            first = re.split(r"(?<=[.!?])\s", description.replace("\n", " "), maxsplit=1)[0]
+            what = summary if not first or first == summary else f"{summary}: {first}"
+            if op.get("deprecated"):
+                what = f"**deprecated** — {what}"
+            statuses = ", ".join(sorted(op.get("responses", {})))
+            by_tag.setdefault(tag, []).append(
+                [_code(method.upper()), _code(path), what, statuses]
+            )
+    info = spec.get("info", {})
+    out = [
+        f"From the OpenAPI document of `treesurv` {info.get('version', '')} "
+        f"({sum(len(v) for v in by_tag.values())} operations)."
+    ]
+    for tag, rows in by_tag.items():
+        out += [f"### {tag[:1].upper()}{tag[1:]}", "", _table(["", "path", "what", "answers"], rows)]
+    return "\n\n".join(out)
+
+
+# --- the pipeline's parameters ---------------------------------------------------------
+
+
+def _yaml_comments() -> dict[str, str]:
+    """`section.key` -> the comment written beside it in params.yaml."""
+    comments: dict[str, str] = {}
+    section = ""
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        top = re.match(r"^(\w+):", line)
+        if top:
+            section = top.group(1)
+        item = re.match(r"^(\s*)(\w+):[^#]*#\s*(.+)$", line)
+        if item:
+            key = item.group(2) if not item.group(1) else f"{section}.{item.group(2)}"
+            if len(item.group(1)) <= 2:
+                comments[key] = item.group(3).strip()
+    return comments
+
+
+def gen_params(_: str) -> str:
+    import yaml
+    from pydantic import BaseModel
+
+    from treesurv.core.config import Params
+
+    given = yaml.safe_load((ROOT / "params.yaml").read_text()) or {}
+    comments = _yaml_comments()
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict) and value:
+            return "(mapping: see params.yaml)"
+        if isinstance(value, tuple | list):
+            value = list(value)
+        return _code(json.dumps(value, default=str))
+
+    rows: list[list[str]] = []
+    for name, field in Params.model_fields.items():
+        if field.exclude:
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            section = annotation()
+            doc = (annotation.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            for key, sub in annotation.model_fields.items():
+                default = getattr(section, key)
+                value = _get(given, f"{name}.{key}")
+                rows.append(
+                    [
+                        _code(f"{name}.{key}"),
+                        _code(_type_name(sub.annotation)),
+                        shown(default),
+                        "" if value is None else shown(value),
+                        comments.get(f"{name}.{key}", "") or (doc if key == next(iter(annotation.model_fields)) else ""),
+                    ]
+                )
+        elif name == "paths":
+            rows.append(
+                [_code("paths.*"), "paths", "one per pipeline file", "(see params.yaml)",
+                 "templated into dvc.yaml; mirrored by `treesurv.core.config.DEFAULT_PATHS`"]
+            )
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append(
+                [_code(name), _code(_type_name(annotation)), shown(default),
+                 shown(given.get(name)), comments.get(name, "")]
+            )
+    return _table(["key", "type", "default (code)", "params.yaml", "what"], rows)
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def gen_cli(_: str) -> str:
+    import click
+    import typer.main
+
+    from treesurv.cli.main import app
+
+    root = typer.main.get_command(app)
+    out: list[str] = []
+
+    def walk(command: click.Command, path: list[str], level: int) -> None:
+        name = " ".join(path)
+        ctx = click.Context(command, info_name=name)
+        help_text = (command.help or command.short_help or "").strip()
+        out.append(f"{'#' * level} `{name}`\n")
+        if help_text:
+            out.append(help_text.split("\n\n")[0].replace("\n", " ") + "\n")
+        pieces = command.collect_usage_pieces(ctx)
+        out.append(f"```text\n{name} {' '.join(pieces)}\n```\n")
+        rows = []
+        for param in command.params:
+            if param.hidden or param.name in {"install_completion", "show_completion"}:
+                continue
+            if isinstance(param, click.Argument):
+                names = param.human_readable_name
+                kind = "argument"
+            else:
+                names = ", ".join(param.opts + param.secondary_opts)
+                kind = "option"
+            default = param.default
+            flag_off = isinstance(param, click.Option) and param.is_flag and not default
+            if callable(default) or default is None or default in ((), []) or flag_off:
+                default_text = ""
+            else:
+                default_text = _code(default)
+            rows.append(
+                [_code(names), kind, default_text, (getattr(param, "help", "") or "").replace("\n", " ")]
+            )
+        if rows:
+            out.append(_table(["", "", "default", "what"], rows) + "\n")
+        if isinstance(command, click.Group):
+            for sub_name in command.list_commands(ctx):
+                sub = command.get_command(ctx, sub_name)
+                if sub is not None and not sub.hidden:
+                    walk(sub, [*path, sub_name], level + 1 if level < 4 else level)
+
+    # The top-level commands grouped by their help panels, in the order of the workflow.
+    assert isinstance(root, click.Group)
+    ctx = click.Context(root, info_name="treesurv")
+    panels: dict[str, list[str]] = {}
+    for sub_name in root.list_commands(ctx):
+        sub = root.get_command(ctx, sub_name)
+        if sub is not None and not sub.hidden:
+            panels.setdefault(getattr(sub, "rich_help_panel", None) or "Commands", []).append(sub_name)
+    for panel, names in sorted(panels.items()):
+        out.append(f"## {panel}\n")
+        for sub_name in names:
+            sub = root.get_command(ctx, sub_name)
+            assert sub is not None
+            walk(sub, ["treesurv", sub_name], 3)
+    return "\n".join(out)
+
+
+# --- the model's figures ---------------------------------------------------------------
+
+TARGETS = {  # the design brief's "numbers to beat" on held-out rows
+    "roc_auc": (">=", 0.93),
+    "brier": ("<=", 0.105),
+    "accuracy": (">=", 0.85),
+}
+
+
+def gen_targets(_: str) -> str:
+    metrics = _load_json("metrics.json")
+    rows = []
+    for key, label in (("roc_auc", "ROC AUC"), ("brier", "Brier score"), ("accuracy", "accuracy")):
+        value = _get(metrics, f"test.{key}")
+        op, target = TARGETS[key]
+        met = value is not None and (value >= target if op == ">=" else value <= target)
+        rows.append(
+            [label, _num(value), f"{'≥' if op == '>=' else '≤'} {target}", "met" if met else "**not met**"]
+        )
+    n = _get(metrics, "test.rows")
+    return _table([f"held-out test split ({_num(n)} rows)", "model", "target", ""], rows)
+
+
+def gen_metrics(_: str) -> str:
+    metrics = _load_json("metrics.json")
+    cls_rows = []
+    for prefix, model in (("", "full (ten features)"), ("planning.", "planning (design only)")):
+        for split, label in (("cv", "CV, stratified"), ("cv_group", "CV, grouped by plot"), ("test", "held-out test")):
+            m = _get(metrics, f"{prefix}{split}") or {}
+            cls_rows.append(
+                [model, label, _num(m.get("rows")), _num(m.get("roc_auc")), _num(m.get("brier")),
+                 _num(m.get("log_loss")), _num(m.get("accuracy")), _num(m.get("ece"))]
+            )
+    surv_rows = []
+    for variant in ("full", "planning"):
+        s = _get(metrics, f"survival.{variant}") or {}
+        for split, label in (("cv", "CV, stratified"), ("test", "held-out test")):
+            m = s.get(split) or {}
+            cal = _get(s, f"calibration_error.{split}") or {}
+            surv_rows.append(
+                [f"{variant} ({s.get('model', '?')})", label, _num(m.get("rows")),
+                 _num(m.get("concordance")), _num(m.get("concordance_without_plot")),
+                 _num(m.get("integrated_brier")), _num(m.get("integrated_brier_km")),
+                 " / ".join(_num(v) for v in cal.values()) or "–"]
+            )
+    days = " / ".join(k.removeprefix("day_") for k in (_get(metrics, "survival.full.calibration_error.cv") or {}))
+    return "\n\n".join(
+        [
+            "**Classifiers** (P(death during the study)):",
+            _table(["model", "evaluation", "rows", "ROC AUC", "Brier", "log loss", "accuracy", "ECE"], cls_rows),
+            f"**Survival models** (P(alive on day t); longest follow-up {_num(_get(metrics, 'survival.max_days'), 1)} days):",
+            _table(
+                ["model", "evaluation", "rows", "concordance", "concordance without the plot",
+                 "integrated Brier", "IBS of one Kaplan-Meier curve", f"calibration error, days {days}"],
+                surv_rows,
+            ),
+        ]
+    )
+
+
+def gen_model_card(_: str) -> str:
+    path = ROOT / "reports" / "model_card.md"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GenerationError(f"reports/model_card.md: {exc}") from exc
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]  # the page has its own title
+    # One level down, so the card sits under the page's "Model card" heading.
+    return "\n".join(("#" + line) if line.startswith("#") else line for line in lines)
+
+
+# --- benchmarks ------------------------------------------------------------------------
+
+
+def _bench_http(r: dict[str, Any]) -> str:
+    h = r.get("http") or {}
+    rows = []
+    for key, label in (("real", "treesurv"), ("bare", "bare FastAPI app (validation only)")):
+        m = h.get(key) or {}
+        rows.append([label, _num(m.get("rps"), 0), _num(m.get("p50_ms"), 2), _num(m.get("p99_ms"), 2),
+                     _num(m.get("errors")), _num(m.get("requests"))])
+    note = (
+        f"`POST /v1/predictions`, one instance per request; {h.get('generator', 'wrk')}, "
+        f"{_num(h.get('connections'))} connections, {_num(h.get('workers'))} worker, median of "
+        f"{_num(h.get('rounds'))} × {_num(h.get('duration_s'), 0)} s. "
+        f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. Measured {h.get('measured', '–')}."
+    )
+    return note + "\n\n" + _table(["server", "req/s", "p50 ms", "p99 ms", "errors", "requests"], rows)
+
+
+def _bench_inprocess(r: dict[str, Any]) -> str:
+    p = r.get("inprocess") or {}
+    s, b, f = p.get("single") or {}, p.get("batch") or {}, p.get("file") or {}
+    rows = [
+        ["one prediction (`predict_one`)",
+         f"median {_num(s.get('median_us'), 1)} µs, p99 {_num(s.get('p99_us'), 1)} µs",
+         f"sklearn `predict_proba`, one-row DataFrame: median {_num((s.get('sklearn_one_row_dataframe_median_us') or 0) / 1000, 1)} ms",
+         f"{_num(s.get('calls'))} calls over {_num(s.get('rows'))} rows"],
+        [f"batch in memory ({_num(b.get('rows'))} rows)",
+         f"{_num(b.get('compiled_rows_per_s'), 0)} rows/s",
+         f"sklearn: {_num(b.get('sklearn_rows_per_s'), 0)} rows/s",
+         f"×{_num(b.get('speedup'), 2)}; max abs. difference {b.get('max_abs_diff', '–'):.0e}" if b.get("max_abs_diff") is not None else ""],
+        [f"`treesurv predict`, {_num(f.get('rows'))}-row CSV ({_num(f.get('input_mib'), 0)} MiB): read, validate, score, write",
+         f"{_num(f.get('us_per_row'), 1)} µs/row, peak RSS {_num(f.get('peak_rss_mib'), 0)} MiB",
+         f"sklearn `predict_proba` in memory: {_num(f.get('sklearn_predict_proba_us_per_row'), 1)} µs/row",
+         f"×{_num(f.get('speedup_vs_sklearn'), 2)} per row"],
+    ]
+    return f"Measured {p.get('measured', '–')}, model {p.get('model_version', '–')}.\n\n" + _table(
+        ["what", "treesurv", "reference", ""], rows
+    )
+
+
+def _bench_soak(r: dict[str, Any]) -> str:
+    rows = []
+    s = r.get("soak")
+    if s:
+        mem = s.get("memory") or {}
+        rows.append(
+            [f"soak: {_num(s.get('duration_s'), 0)} s at {_num(s.get('target_rps'), 0)} req/s "
+             f"({_num(s.get('batch_share'), 2)} of requests batches of {_num(s.get('batch_size'))})",
+             _num(s.get("requests")), _num(s.get("errors")),
+             f"p50 {_num(s.get('p50_ms'), 2)} ms, p99 {_num(s.get('p99_ms'), 2)} ms, max {_num(s.get('max_ms'), 1)} ms",
+             f"RSS {_num(mem.get('rss_start_mib'), 1)} → {_num(mem.get('rss_end_mib'), 1)} MiB "
+             f"(growth {_num(mem.get('growth'), 1)} %)", s.get("measured", "–")]
+        )
+    w = r.get("swaps")
+    if w:
+        versions = ", ".join(f"{k}: {_num(v)}" for k, v in (w.get("versions") or {}).items())
+        rows.append(
+            [f"{_num(w.get('swaps'))} model swaps under load at {_num(w.get('target_rps'), 0)} req/s, "
+             f"a tampered bundle placed before each",
+             _num(w.get("requests")), _num(w.get("errors")),
+             f"p50 {_num(w.get('p50_ms'), 2)} ms, p99 {_num(w.get('p99_ms'), 2)} ms, max {_num(w.get('max_ms'), 1)} ms",
+             f"answers by version {versions}; from the tampered bundle: {_num(w.get('tampered_served'))}; "
+             f"refused reloads {_num(w.get('reload_failures_metric'), 0)}", w.get("measured", "–")]
+        )
+    z = r.get("fuzz")
+    if z:
+        statuses = ", ".join(f"{k} × {_num(v)}" for k, v in (z.get("statuses") or {}).items())
+        rows.append(
+            [f"fuzzing (`{z.get('command', 'bench/fuzz.py')}`, {_num(z.get('operations'))} operations)",
+             _num(z.get("cases")), f"{_num(z.get('server_errors'))} 5xx, {_num(z.get('findings'))} check failures",
+             "", statuses, z.get("measured", "–")]
+        )
+    return _table(["run", "requests", "errors", "latency", "memory / outcome", "measured"], rows)
+
+
+def _bench_log(r: dict[str, Any]) -> str:
+    p = r.get("prediction_log") or {}
+    rows = []
+    for key in ("single", "batch_100"):
+        w = p.get(key) or {}
+        on, off = w.get("on") or {}, w.get("off") or {}
+        rows.append(
+            [f"{_num(w.get('instances_per_request'))} instance(s) per request",
+             f"{_num(on.get('rps'), 0)} req/s, p99 {_num(on.get('p99_ms'), 1)} ms, {_num(on.get('cpu_us_per_request'), 0)} µs CPU",
+             f"{_num(off.get('rps'), 0)} req/s, p99 {_num(off.get('p99_ms'), 1)} ms, {_num(off.get('cpu_us_per_request'), 0)} µs CPU",
+             f"**{_num(w.get('ratio'), 3)}**", _num(w.get("cpu_ratio"), 3)]
+        )
+    log = p.get("log") or {}
+    note = (
+        f"{_num(p.get('connections'))} connections, {_num(p.get('workers'))} worker, "
+        f"{_num(p.get('duration_s'), 0)} s rounds, a fresh pair of servers each round; "
+        f"{_num(log.get('predictions_served'), 0)} predictions answered, {_num(log.get('logged'), 0)} logged, "
+        f"{_num(log.get('dropped'), 0)} dropped. Measured {p.get('measured', '–')}."
+    )
+    return note + "\n\n" + _table(
+        ["workload", "log on", "log off", "throughput on/off", "CPU per request on/off"], rows
+    )
+
+
+BENCH: dict[str, Callable[[dict[str, Any]], str]] = {
+    "http": _bench_http,
+    "inprocess": _bench_inprocess,
+    "soak": _bench_soak,
+    "prediction-log": _bench_log,
+}
+
+
+def gen_bench(arg: str) -> str:
+    if arg not in BENCH:
+        raise GenerationError(f"bench: unknown section {arg!r}; known: {', '.join(BENCH)}")
+    return BENCH[arg](_load_json("bench/results.json"))
+
+
+# --- the API reference -----------------------------------------------------------------
+
+
+def _modules(package: str) -> Iterator[str]:
+    """Every public module of a package, found on disk (nothing is imported)."""
+    directory = SRC.joinpath(*package.split("."))
+    if not (directory / "__init__.py").is_file():
+        raise GenerationError(f"reference: {package} is not a package under src/")
+    for info in sorted(pkgutil.iter_modules([str(directory)]), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        name = f"{package}.{info.name}"
+        yield name
+        if info.ispkg:
+            yield from _modules(name)
+
+
+def gen_reference(arg: str) -> str:
+    package = arg.strip()
+    blocks = [f"::: {package}\n    options:\n      members: false\n      show_root_heading: false"]
+    blocks += [f"::: {module}" for module in _modules(package)]
+    return "\n\n".join(blocks)
+
+
+GENERATORS: dict[str, Callable[[str], str]] = {
+    "settings": gen_settings,
+    "endpoints": gen_endpoints,
+    "params": gen_params,
+    "cli": gen_cli,
+    "targets": gen_targets,
+    "metrics": gen_metrics,
+    "model-card": gen_model_card,
+    "bench": gen_bench,
+    "reference": gen_reference,
+}
+
+
+def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
+    def expand(match: re.Match[str]) -> str:
+        name, arg = match.group(1), match.group(2)
+        if name not in GENERATORS:
+            raise GenerationError(f"{page.file.src_path}: unknown generated block {name!r}")
+        return GENERATORS[name](arg)
+
+    return MARKER.sub(expand, markdown)
