@@ -82,9 +82,10 @@ test-fast: setup ## Only the quick tests (no real pipeline, no servers)
 docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables generated from the code)
 	$(BIN)/mkdocs build --strict --site-dir site
 
-lint: setup ## Ruff
+lint: setup ## Ruff and the layers' import contracts (import-linter)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/lint-imports
 
 typecheck: setup ## Mypy (strict)
 	$(BIN)/mypy

@@ -80,7 +80,7 @@ def package(
     version: Annotated[str | None, typer.Option(help="Model version (semver).")] = None,
 ) -> None:
     """Compile the model and write the verified bundle."""
-    from treesurv.training.stages import stage_package
+    from treesurv.training.packaging import stage_package
 
     params = load(params_path)
     manifest = stage_package(params, version)
