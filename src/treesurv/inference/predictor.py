@@ -441,9 +441,6 @@ class CompiledModel:
     def features(self) -> tuple[str, ...]:
         return self.encoder.features
 
-    def proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.model.proba(X)
-
     def proba_columns(self, columns: Columns) -> np.ndarray:
         return self.model.proba(encode(self.encoder, columns))
 
@@ -526,9 +523,6 @@ class FastPredictor:
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self.compiled.model.proba(encode_rows(self.row_encoder, rows))
-
-    def predict_columns(self, columns: Columns) -> np.ndarray:
-        return self.compiled.proba_columns(columns)
 
 
 # ------------------------------------------------------------------ survival

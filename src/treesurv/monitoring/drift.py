@@ -14,7 +14,7 @@ The predicted probabilities are compared the same way with the out-of-fold
 predictions stored in the bundle's profile (`prediction`).
 
 Pure functions over a DataFrame and the profile; SciPy is imported when used
-(the service image has no SciPy: drift runs as a job, see README).
+(the service image has no SciPy: drift runs as a job, see the docs' monitoring page).
 """
 
 from __future__ import annotations

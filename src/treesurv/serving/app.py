@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
 from treesurv.core import schema
-from treesurv.inference import kernel_cache as jit
+from treesurv.inference import kernel_cache
 from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, http, model_choice
 from treesurv.serving.metrics import Metrics
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        jit.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
+        kernel_cache.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
         predictions_log.open()
         await run_in_threadpool(state.reload)
         state.start_watching(settings.watch_interval)

@@ -3,7 +3,7 @@
 Shared by the server (`treesurv.monitoring.prediction_log.queue`, which queues entries) and
 the writer, in a thread or a process of its own (`treesurv.monitoring.prediction_log.writer`,
 which encodes them with `encode_line` and appends them through a `Sink`). The
-format is documented in predlog's docstring and the README ("Monitoring & drift").
+format is documented in the queue module's docstring and on the monitoring page of the docs.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ disk (full, read-only, gone) is counted, logged once when it starts failing (and
 once when it recovers), and the entries are dropped; neither ever slows down or
 fails a prediction. `close()` drains the queue.
 
-File format (one JSON object per request per line, UTF-8; see README "Monitoring
-& drift"): `time` (ISO 8601 UTC, milliseconds, the request's arrival),
+File format (one JSON object per request per line, UTF-8; see the docs' monitoring page):
+`time` (ISO 8601 UTC, milliseconds, the request's arrival),
 `request_id`, `model_version`, `latency_ms` (the whole request), `request` (an
 object whose `instances` are the scored inputs, in order: the body of a
 `/v1/predictions` request as received) and `death_probability` (one per

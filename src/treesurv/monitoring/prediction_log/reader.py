@@ -3,9 +3,7 @@
 The log holds one line per request (see `treesurv.monitoring.prediction_log.queue`); the frame
 read from it has one row per scored instance, `COLUMNS`. Lines that are not
 complete JSON objects of that shape — the last line of a file still being
-written, or one cut by a full disk — are skipped and counted, never fatal. Files
-written before the log went to one line per request (one line per instance, the
-features at the top level) are read too.
+written, or one cut by a full disk — are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -106,8 +104,6 @@ def rows_of(line: Any) -> list[dict[str, Any]] | None:
     if not isinstance(line, dict) or "time" not in line or "death_probability" not in line:
         return None
     request = line.get("request")
-    if request is None:  # the older format: already one instance
-        return [line]
     instances = request.get("instances") if isinstance(request, dict) else None
     probabilities = line["death_probability"]
     if (

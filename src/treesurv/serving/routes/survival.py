@@ -1,7 +1,7 @@
 """`POST /v1/survival` (survival curves) and `POST /v1/compare` (what-if).
 
 Both answer with the full models when the instances give the traits and with the
-planning models when they omit all of them (see `variants`). Like the prediction
+planning models when they omit all of them (see `model_choice`). Like the prediction
 endpoints they parse their own body in JSON mode and write orjson answers.
 """
 
