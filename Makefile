@@ -80,7 +80,7 @@ test-fast: setup ## Only the quick tests (no real pipeline, no servers)
 
 .PHONY: docs
 docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables generated from the code)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup ## Ruff and the layers' import contracts (import-linter)
 	$(BIN)/ruff check src tests $(wildcard bench)

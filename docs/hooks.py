@@ -11,6 +11,8 @@ A page asks for a generated block with a marker on a line of its own:
     <!-- gen: model-card -->                the pipeline's model card (reports/model_card.md)
     <!-- gen: bench SECTION -->             benchmark tables (bench/results.json)
     <!-- gen: reference treesurv.LAYER -->  one mkdocstrings block per module of a package
+    <!-- gen: layout -->                    each layer's modules and what they hold
+    <!-- gen: contracts -->                 the import-linter contracts (pyproject.toml)
 
 so nothing the code already says is copied by hand. An unknown marker, or a
 generator that fails, stops the build (`mkdocs build --strict` runs in `make docs`).
@@ -30,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-MARKER = re.compile(r"^<!--\s*gen:\s*([\w-]+)\s*(.*?)\s*-->\s*$", re.MULTILINE)
+MARKER = re.compile(r"^<!--[ \t]*gen:[ \t]*([\w-]+)[ \t]*(.*?)[ \t]*-->[ \t]*$", re.MULTILINE)
 
 
 class GenerationError(RuntimeError):
@@ -238,7 +240,7 @@ def gen_params(_: str) -> str:
 
 
 def gen_cli(_: str) -> str:
-    import click
+    # Duck-typed: Typer ships its own copy of click, so no isinstance checks on click's classes.
     import typer.main
 
     from treesurv.cli.main import app
@@ -246,56 +248,61 @@ def gen_cli(_: str) -> str:
     root = typer.main.get_command(app)
     out: list[str] = []
 
-    def walk(command: click.Command, path: list[str], level: int) -> None:
+    def context(command: Any, name: str) -> Any:
+        return command.context_class(command, info_name=name)
+
+    def is_group(command: Any) -> bool:
+        return hasattr(command, "list_commands")
+
+    def walk(command: Any, path: list[str], level: int) -> None:
         name = " ".join(path)
-        ctx = click.Context(command, info_name=name)
+        ctx = context(command, name)
         help_text = (command.help or command.short_help or "").strip()
         out.append(f"{'#' * level} `{name}`\n")
         if help_text:
             out.append(help_text.split("\n\n")[0].replace("\n", " ") + "\n")
-        pieces = command.collect_usage_pieces(ctx)
-        out.append(f"```text\n{name} {' '.join(pieces)}\n```\n")
+        usage = [name, "[OPTIONS]"]
         rows = []
         for param in command.params:
-            if param.hidden or param.name in {"install_completion", "show_completion"}:
+            if getattr(param, "hidden", False) or param.name in {"install_completion", "show_completion"}:
                 continue
-            if isinstance(param, click.Argument):
-                names = param.human_readable_name
-                kind = "argument"
+            if param.param_type_name == "argument":
+                metavar = (param.name or "").upper()
+                usage.append(metavar if param.required else f"[{metavar}]")
+                names, kind = metavar, "argument"
             else:
-                names = ", ".join(param.opts + param.secondary_opts)
-                kind = "option"
+                names, kind = ", ".join(param.opts + param.secondary_opts), "option"
             default = param.default
-            flag_off = isinstance(param, click.Option) and param.is_flag and not default
+            flag_off = getattr(param, "is_flag", False) and not default
             if callable(default) or default is None or default in ((), []) or flag_off:
                 default_text = ""
             else:
                 default_text = _code(default)
-            rows.append(
-                [_code(names), kind, default_text, (getattr(param, "help", "") or "").replace("\n", " ")]
-            )
+            rows.append([_code(names), kind, default_text,
+                         (getattr(param, "help", "") or "").replace("\n", " ")])
+        if is_group(command):
+            usage.append("COMMAND [ARGS]...")
+        out.append(f"```text\n{' '.join(usage)}\n```\n")
         if rows:
             out.append(_table(["", "", "default", "what"], rows) + "\n")
-        if isinstance(command, click.Group):
+        if is_group(command):
             for sub_name in command.list_commands(ctx):
                 sub = command.get_command(ctx, sub_name)
-                if sub is not None and not sub.hidden:
-                    walk(sub, [*path, sub_name], level + 1 if level < 4 else level)
+                if sub is not None and not getattr(sub, "hidden", False):
+                    walk(sub, [*path, sub_name], min(level + 1, 4))
 
-    # The top-level commands grouped by their help panels, in the order of the workflow.
-    assert isinstance(root, click.Group)
-    ctx = click.Context(root, info_name="treesurv")
+    # The top-level commands under their help panels, in the order of the workflow.
+    ctx = context(root, "treesurv")
     panels: dict[str, list[str]] = {}
     for sub_name in root.list_commands(ctx):
         sub = root.get_command(ctx, sub_name)
-        if sub is not None and not sub.hidden:
-            panels.setdefault(getattr(sub, "rich_help_panel", None) or "Commands", []).append(sub_name)
-    for panel, names in sorted(panels.items()):
+        if sub is not None and not getattr(sub, "hidden", False):
+            panel = getattr(sub, "rich_help_panel", None) or "Commands"
+            panels.setdefault(panel, []).append(sub_name)
+    for panel, names in panels.items():
         out.append(f"## {panel}\n")
         for sub_name in names:
-            sub = root.get_command(ctx, sub_name)
-            assert sub is not None
-            walk(sub, ["treesurv", sub_name], 3)
+            walk(root.get_command(ctx, sub_name), ["treesurv", sub_name], 3)
     return "\n".join(out)
 
 
@@ -510,6 +517,59 @@ def gen_reference(arg: str) -> str:
     return "\n\n".join(blocks)
 
 
+def _first_line(path: Path) -> str:
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+    except (OSError, SyntaxError):
+        return ""
+    return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def gen_layout(arg: str) -> str:
+    """Each layer's modules with the first paragraph of their docstring (read, not imported)."""
+    root = arg.strip() or "treesurv"
+    rows = []
+    for info in sorted(pkgutil.iter_modules([str(SRC / root)]), key=lambda i: i.name):
+        if not info.ispkg or info.name.startswith("_"):
+            continue
+        package = f"{root}.{info.name}"
+        rows.append([f"**[{info.name}](reference/{info.name}.md)**",
+                     _first_line(SRC / root / info.name / "__init__.py")])
+        for module in _modules(package):
+            relative = module.split(".")[2:]
+            path = SRC.joinpath(root, info.name, *relative)
+            file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+            rows.append([_code(".".join(relative)), _first_line(file)])
+    return _table(["layer / module", "what it holds"], rows)
+
+
+def gen_contracts(_: str) -> str:
+    """The import-linter contracts of pyproject.toml, as declared."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts = config.get("tool", {}).get("importlinter", {}).get("contracts", [])
+    if not contracts:
+        return ""
+    rows = []
+    for c in contracts:
+        kind = c.get("type", "")
+        if kind == "layers":
+            rule = " → ".join(_code(x) for x in c.get("layers", []))
+        elif kind == "forbidden":
+            rule = (", ".join(_code(x) for x in c.get("source_modules", [])) + " never import "
+                    + ", ".join(_code(x) for x in c.get("forbidden_modules", [])))
+        elif kind == "independence":
+            rule = "independent: " + ", ".join(_code(x) for x in c.get("modules", []))
+        else:
+            rule = ", ".join(f"{k}: {v}" for k, v in c.items() if k not in {"name", "type", "id"})
+        rows.append([c.get("name", ""), kind, rule])
+    return ("The contracts declared in `pyproject.toml` (`[tool.importlinter]`), checked by "
+            "`lint-imports`:\n\n" + _table(["contract", "type", "rule"], rows))
+
+
 GENERATORS: dict[str, Callable[[str], str]] = {
     "settings": gen_settings,
     "endpoints": gen_endpoints,
@@ -520,6 +580,8 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "model-card": gen_model_card,
     "bench": gen_bench,
     "reference": gen_reference,
+    "layout": gen_layout,
+    "contracts": gen_contracts,
 }
 
 
@@ -528,6 +590,7 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         name, arg = match.group(1), match.group(2)
         if name not in GENERATORS:
             raise GenerationError(f"{page.file.src_path}: unknown generated block {name!r}")
-        return GENERATORS[name](arg)
+        # Blank lines around the block: a table must not run into what follows.
+        return "\n" + GENERATORS[name](arg).strip("\n") + "\n"
 
     return MARKER.sub(expand, markdown)
