@@ -8,8 +8,8 @@ leaves the process up and `/readyz` answering 503 with the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -57,6 +57,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if drift is not None:
         metrics.add_collector(drift)
 
+    app = FastAPI(
+        title="treesurv",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, state, predictions_log),
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.model = state
+    app.state.openapi_max_days = None
+    app.state.prediction_log = predictions_log
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_exception_handler(StarletteHTTPException, open_inference.http_error_handler)
+    app.add_exception_handler(RequestValidationError, _invalid_input(settings))
+    app.openapi = lambda: _openapi(app, settings, state)  # type: ignore[method-assign]
+
+    # Each one added wraps the ones before: RequestTelemetry, added last, is outermost
+    # and so sees every answer, including 413s.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Metrics, request ids, security headers and the prediction log, in one layer.
+    app.add_middleware(RequestTelemetry, metrics=metrics, log=predictions_log)
+    return app
+
+
+def _lifespan(
+    settings: Settings, state: ModelState, predictions_log: ServiceLog
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the model (verified, compiled) and start watching it; on shutdown, write
+    what the requests in flight logged."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kernel_cache.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
@@ -70,27 +111,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The server has let the requests in flight finish: write what they logged.
             await run_in_threadpool(predictions_log.close)
 
-    app = FastAPI(
-        title="treesurv",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        telemetry=None
-        if settings.opentelemetry
-        else {"tracing": False, "metrics": False, "logs": False},
-    )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.model = state
-    app.state.openapi_max_days = None
-    app.state.prediction_log = predictions_log
-    for router in ROUTERS:
-        app.include_router(router)
+    return lifespan
 
-    app.add_exception_handler(StarletteHTTPException, open_inference.http_error_handler)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
+def _invalid_input(settings: Settings) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """422 (400 on /v2, the protocol's error shape) naming field, value and what is allowed."""
+
+    async def invalid_input(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
         route = getattr(request.scope.get("route"), "path", "")
         if route.startswith("/v2"):
             items = errors.describe_all(
@@ -107,59 +135,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return http.json_response({"detail": items}, 422)
 
-    def served_max_days() -> float | None:
-        served = state.current
-        if served is None or not served.survival:
-            return None
-        return min(model.max_days for model in served.survival.values())
+    return invalid_input
 
-    def openapi() -> dict[str, Any]:
-        # The horizons' upper bound comes from the served bundle: rebuilt after a
-        # reload that changes it.
-        max_days = served_max_days()
-        if app.openapi_schema is None or app.state.openapi_max_days != max_days:
-            spec = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            # Routes that parse their own body (http.parse) reference these models.
-            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            for model in (PredictionRequest, Instance, *survival.BODY_MODELS):
-                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(doc.pop("$defs", {}))
-                schemas[model.__name__] = doc
-            # The limits are settings or come from the bundle, so they are added here.
-            for name in ("PredictionRequest", "SurvivalRequest"):
-                schemas[name]["properties"]["instances"]["maxItems"] = settings.max_batch
-            day: dict[str, Any] = {"minimum": 0}
-            if max_days is not None:
-                day["maximum"] = max_days
-            for name in ("PredictionRequest", "CompareRequest"):
-                _non_null(schemas[name]["properties"]["horizon_days"]).update(day)
-            horizons = _non_null(schemas["SurvivalRequest"]["properties"]["horizons"])
-            horizons.update(minItems=1, maxItems=model_choice.MAX_HORIZONS, uniqueItems=True)
-            horizons["items"].update(day)
-            app.openapi_schema = spec
-            app.state.openapi_max_days = max_days
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _openapi(app: FastAPI, settings: Settings, state: ModelState) -> dict[str, Any]:
+    """The OpenAPI document, rebuilt when a reload changes the horizons' upper bound
+    (it comes from the served bundle)."""
+    served = state.current
+    max_days = (
+        min(model.max_days for model in served.survival.values())
+        if served is not None and served.survival
+        else None
+    )
+    if app.openapi_schema is None or app.state.openapi_max_days != max_days:
+        app.openapi_schema = openapi_document(app, settings.max_batch, max_days)
+        app.state.openapi_max_days = max_days
+    return app.openapi_schema
 
-    # Each one added wraps the ones before: RequestTelemetry, added last, is outermost and so sees
-    # every answer, including 413s.
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key"],
-        )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    # Metrics, request ids, security headers and the prediction log, in one layer.
-    app.add_middleware(RequestTelemetry, metrics=metrics, log=predictions_log)
-    return app
+
+def openapi_document(app: FastAPI, max_batch: int, max_days: float | None) -> dict[str, Any]:
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    # Routes that parse their own body (http.parse) reference these models.
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in (PredictionRequest, Instance, *survival.BODY_MODELS):
+        doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(doc.pop("$defs", {}))
+        schemas[model.__name__] = doc
+    # The limits are settings or come from the bundle, so they are added here.
+    for name in ("PredictionRequest", "SurvivalRequest"):
+        schemas[name]["properties"]["instances"]["maxItems"] = max_batch
+    day: dict[str, Any] = {"minimum": 0}
+    if max_days is not None:
+        day["maximum"] = max_days
+    for name in ("PredictionRequest", "CompareRequest"):
+        _non_null(schemas[name]["properties"]["horizon_days"]).update(day)
+    horizons = _non_null(schemas["SurvivalRequest"]["properties"]["horizons"])
+    horizons.update(minItems=1, maxItems=model_choice.MAX_HORIZONS, uniqueItems=True)
+    horizons["items"].update(day)
+    return spec
 
 
 def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
