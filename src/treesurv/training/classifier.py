@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from treesurv.core import schema
-from treesurv.core.config import Params, ParamsError
+from treesurv.core.config import Params, ParamsError, TrainParams
 from treesurv.training.evaluation import classification_metrics
 from treesurv.training.features import FeatureEncoder
 
@@ -225,84 +225,28 @@ def train(
 ) -> TrainResult:
     """Search every candidate, pick the best by stratified CV, calibrate, fit on all rows."""
     start = time.perf_counter()
-    seed = params.seed
-    tp = params.train
+    seed, tp, bins = params.seed, params.train, params.evaluate.calibration_bins
     features, cell_z = feature_columns(params)
     X = frame[list(features)]
     y = frame[schema.TARGET].to_numpy(dtype=int)
     groups = frame[schema.GROUP].to_numpy() if schema.GROUP in frame.columns else None
-    n_folds, bins = tp.cv_folds, params.evaluate.calibration_bins
-    select_by = tp.select_by
 
     def builder(model: Any) -> Callable[[], Pipeline]:
         return pipeline_builder(model, features, cell_z)
 
-    search: list[CVResult] = []
-    by_candidate: dict[str, list[CVResult]] = {}
-    for name in tp.candidates:
-        if name == "forest_hgb":
-            continue
-        for cfg in _configs(tp.grids.get(name, {}), tp.search_iterations, seed):
-            oof, fold_auc = cross_validate(
-                builder(make_estimator(name, cfg, seed)), X, y, n_folds, seed
-            )
-            res = CVResult(name, cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
-            search.append(res)
-            by_candidate.setdefault(name, []).append(res)
-            log_fn(
-                f"{name} {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
-                f"Brier {res.metrics['brier']:.4f}"
-            )
-    if "forest_hgb" in tp.candidates:
-        # Soft vote of the best forest and boosting configurations (top k of each).
-        if not {"forest", "hgb"} <= by_candidate.keys():
-            raise ParamsError("candidate forest_hgb needs forest and hgb among the candidates")
-        top = tp.vote_top
-        ranked = {
-            c: sorted(by_candidate[c], key=lambda r: -_key(r, select_by))[:top]
-            for c in ("forest", "hgb")
-        }
-        for f_res in ranked["forest"]:
-            for h_res in ranked["hgb"]:
-                cfg = {"forest": f_res.params, "hgb": h_res.params}
-                oof, fold_auc = cross_validate(builder(_voting(cfg, seed)), X, y, n_folds, seed)
-                res = CVResult("forest_hgb", cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
-                search.append(res)
-                by_candidate.setdefault("forest_hgb", []).append(res)
-                log_fn(
-                    f"forest_hgb {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} "
-                    f"Brier {res.metrics['brier']:.4f}"
-                )
-    best_by = {c: max(rs, key=lambda r: _key(r, select_by)) for c, rs in by_candidate.items()}
+    search = _search(X, y, tp, seed, bins, builder, log_fn)
+    best_by: dict[str, CVResult] = {}
+    for res in search:
+        if res.candidate not in best_by or _key(res, tp.select_by) > _key(
+            best_by[res.candidate], tp.select_by
+        ):
+            best_by[res.candidate] = res
     if not best_by:
         raise ParamsError("train.candidates: no candidates to train")
-    chosen = max(best_by.values(), key=lambda r: _key(r, select_by))
+    chosen = max(best_by.values(), key=lambda r: _key(r, tp.select_by))
     model = _model_for(chosen, seed)
 
-    # Calibration: chosen on out-of-fold scores, never on the rows it is scored on.
-    method: str = tp.calibration
-    cal_folds = tp.calibration_folds
-
-    # CalibratedClassifierCV calibrates the decision function where there is one.
-    def response(p: np.ndarray) -> np.ndarray:
-        if not _has_decision_function(model):
-            return p
-        q = np.clip(p, 1e-15, 1 - 1e-15)
-        return np.log(q / (1 - q))
-
-    def calibrated(p: np.ndarray, m: str) -> np.ndarray:
-        return p if m == "none" else cross_fit_calibration(y, response(p), m, cal_folds, seed)
-
-    scores = {
-        m: classification_metrics(y, calibrated(chosen.oof, m), 0.5, bins)["brier"]
-        for m in CALIBRATIONS
-    }
-    if method == "auto":
-        # Recalibrate only when it measurably helps: a calibrator fit on noise
-        # adds variance, and isotonic steps create ties that cost ROC AUC.
-        best = min(("sigmoid", "isotonic"), key=lambda m: scores[m])
-        gain = scores["none"] - scores[best]
-        method = best if gain > tp.calibration_min_gain else "none"
+    calibrated, method, scores = _calibration(y, chosen.oof, model, tp, seed, bins)
     oof = calibrated(chosen.oof, method)
     cv_metrics = _summary(y, oof, chosen.fold_scores, bins)
 
@@ -321,7 +265,7 @@ def train(
             model,
             method=method,
             ensemble=False,
-            cv=StratifiedKFold(cal_folds, shuffle=True, random_state=seed),
+            cv=StratifiedKFold(tp.calibration_folds, shuffle=True, random_state=seed),
         )
     pipeline = make_pipeline(final_model, features, cell_z).fit(X, y)
     log_fn(
@@ -341,6 +285,79 @@ def train(
         oof_group,
         time.perf_counter() - start,
     )
+
+
+def _search(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    tp: TrainParams,
+    seed: int,
+    bins: int,
+    builder: Callable[[Any], Callable[[], Pipeline]],
+    log_fn: Callable[[str], None],
+) -> list[CVResult]:
+    """Cross-validate every configuration of every candidate, in order."""
+
+    def evaluate(name: str, cfg: dict[str, Any], model: Any) -> CVResult:
+        oof, fold_auc = cross_validate(builder(model), X, y, tp.cv_folds, seed)
+        res = CVResult(name, cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
+        log_fn(
+            f"{name} {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} Brier {res.metrics['brier']:.4f}"
+        )
+        return res
+
+    search = [
+        evaluate(name, cfg, make_estimator(name, cfg, seed))
+        for name in tp.candidates
+        if name != "forest_hgb"
+        for cfg in _configs(tp.grids.get(name, {}), tp.search_iterations, seed)
+    ]
+    if "forest_hgb" in tp.candidates:
+        # Soft vote of the best forest and boosting configurations (top k of each).
+        ranked = {
+            c: sorted(
+                (r for r in search if r.candidate == c), key=lambda r: -_key(r, tp.select_by)
+            )[: tp.vote_top]
+            for c in ("forest", "hgb")
+        }
+        if not (ranked["forest"] and ranked["hgb"]):
+            raise ParamsError("candidate forest_hgb needs forest and hgb among the candidates")
+        for f_res in ranked["forest"]:
+            for h_res in ranked["hgb"]:
+                cfg = {"forest": f_res.params, "hgb": h_res.params}
+                search.append(evaluate("forest_hgb", cfg, _voting(cfg, seed)))
+    return search
+
+
+def _calibration(
+    y: np.ndarray, oof: np.ndarray, model: Any, tp: TrainParams, seed: int, bins: int
+) -> tuple[Callable[[np.ndarray, str], np.ndarray], str, dict[str, float]]:
+    """How to calibrate: chosen on out-of-fold scores, never on the rows it is scored
+    on. Returns the cross-fitted calibration, the method and each method's Brier."""
+
+    # CalibratedClassifierCV calibrates the decision function where there is one.
+    def response(p: np.ndarray) -> np.ndarray:
+        if not _has_decision_function(model):
+            return p
+        q = np.clip(p, 1e-15, 1 - 1e-15)
+        return np.log(q / (1 - q))
+
+    def calibrated(p: np.ndarray, m: str) -> np.ndarray:
+        if m == "none":
+            return p
+        return cross_fit_calibration(y, response(p), m, tp.calibration_folds, seed)
+
+    scores = {
+        m: classification_metrics(y, calibrated(oof, m), 0.5, bins)["brier"] for m in CALIBRATIONS
+    }
+    method: str = tp.calibration
+    if method == "auto":
+        # Recalibrate only when it measurably helps: a calibrator fit on noise
+        # adds variance, and isotonic steps create ties that cost ROC AUC.
+        best = min(("sigmoid", "isotonic"), key=lambda m: scores[m])
+        gain = scores["none"] - scores[best]
+        method = best if gain > tp.calibration_min_gain else "none"
+    return calibrated, method, scores
 
 
 def _voting(cfg: dict[str, dict[str, Any]], seed: int) -> VotingClassifier:
