@@ -13,6 +13,7 @@ A page asks for a generated block with a marker on a line of its own:
     <!-- gen: reference treesurv.LAYER -->  one mkdocstrings block per module of a package
     <!-- gen: layout -->                    each layer's modules and what they hold
     <!-- gen: contracts -->                 the import-linter contracts (pyproject.toml)
+    <!-- gen: tests -->                     every test module and what it tests
 
 so nothing the code already says is copied by hand. An unknown marker, or a
 generator that fails, stops the build (`mkdocs build --strict` runs in `make docs`).
@@ -23,6 +24,7 @@ its OpenAPI document is read.
 from __future__ import annotations
 
 import json
+import logging
 import pkgutil
 import re
 import tempfile
@@ -32,6 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
+# Warnings under "mkdocs." count in strict mode: a stale fact stops the build.
+log = logging.getLogger("mkdocs.hooks.treesurv")
 MARKER = re.compile(r"^<!--[ \t]*gen:[ \t]*([\w-]+)[ \t]*(.*?)[ \t]*-->[ \t]*$", re.MULTILINE)
 
 
@@ -570,6 +574,17 @@ def gen_contracts(_: str) -> str:
             "`lint-imports`:\n\n" + _table(["contract", "type", "rule"], rows))
 
 
+def gen_tests(_: str) -> str:
+    """Each test module with the first sentence of its docstring, folder by folder."""
+    tests = ROOT / "tests"
+    rows = []
+    for folder in sorted(p for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        for module in sorted(folder.glob("test_*.py")):
+            first = re.split(r"(?<=[.!?])\s", _first_line(module), maxsplit=1)[0]
+            rows.append([_code(module.relative_to(ROOT).as_posix()), first])
+    return _table(["module", "what it tests"], rows)
+
+
 GENERATORS: dict[str, Callable[[str], str]] = {
     "settings": gen_settings,
     "endpoints": gen_endpoints,
@@ -582,6 +597,7 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "reference": gen_reference,
     "layout": gen_layout,
     "contracts": gen_contracts,
+    "tests": gen_tests,
 }
 
 
@@ -593,4 +609,51 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         # Blank lines around the block: a table must not run into what follows.
         return "\n" + GENERATORS[name](arg).strip("\n") + "\n"
 
+    _check_repo_paths(markdown, page.file.src_path)
     return MARKER.sub(expand, markdown)
+
+
+# --- checks: what is written by hand must still be true -------------------------------
+
+REPO_PATH = re.compile(r"`((?:src|tests|bench|bin|deploy|requirements|\.github)/[\w./-]+)`")
+
+
+def _check_repo_paths(markdown: str, where: str) -> None:
+    """Every repository path a page names in backticks exists (tests and modules move)."""
+    for match in REPO_PATH.finditer(markdown):
+        path = match.group(1).rstrip("/.")
+        if not (ROOT / path).exists():
+            log.warning("%s names `%s`, which is not in the repository", where, path)
+
+
+def _check_readme() -> None:
+    """The README is not generated (GitHub shows it as written), so it is checked here:
+    its relative links resolve, its metrics equal metrics.json, its command tree names
+    every top-level command."""
+    readme = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            continue
+        if not (ROOT / target.split("#")[0]).exists():
+            log.warning("README.md links to %s, which does not exist", target)
+    _check_repo_paths(readme, "README.md")
+    metrics = _load_json("metrics.json")
+    for label, key in (("ROC AUC", "roc_auc"), ("Brier score", "brier"), ("accuracy", "accuracy")):
+        row = re.search(rf"^\| {re.escape(label)} \| ([0-9.]+) \|", readme, re.MULTILINE)
+        expected = f"{_get(metrics, f'test.{key}'):.3f}"
+        if row is None or row.group(1) != expected:
+            log.warning("README.md: the %s row should read %s (metrics.json test.%s)", label, expected, key)
+    import typer.main
+
+    from treesurv.cli.main import app
+
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root, info_name="treesurv")
+    tree = readme.split("```text", 1)[-1].split("```", 1)[0]
+    for name in root.list_commands(ctx):
+        if not re.search(rf"── {re.escape(name)}\b", tree):
+            log.warning("README.md: the command tree lacks `treesurv %s`", name)
+
+
+def on_pre_build(**_: Any) -> None:
+    _check_readme()
