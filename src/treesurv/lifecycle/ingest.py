@@ -187,6 +187,40 @@ def _read_incoming(source: Path) -> tuple[pd.DataFrame, ValidationReport]:
     return frame.reset_index(drop=True).loc[clean.index], report
 
 
+def _in_study_columns(source: Path, incoming: pd.DataFrame, existing: pd.DataFrame) -> pd.DataFrame:
+    """The incoming rows in the study file's column order; any other set of columns
+    is refused."""
+    missing = [c for c in existing.columns if c not in incoming.columns]
+    extra = [c for c in incoming.columns if c not in existing.columns]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"unknown column(s) {', '.join(extra)}")
+        raise IngestError(
+            f"{source}: not in the study's format ({'; '.join(problems)}): nothing was added"
+        )
+    return incoming[list(existing.columns)]
+
+
+def _replace_keeping_backup(raw: Path, tmp: Path, content: bytes) -> Path:
+    """Write `content` to `tmp` (synced), keep the current file as a backup beside
+    it, then rename `tmp` over `raw`; returns the backup's path."""
+    with tmp.open("wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    backup = _beside(raw, "previous")
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(raw, backup)
+    except OSError:  # no hard links on this filesystem
+        shutil.copy2(raw, backup)
+    os.replace(tmp, raw)
+    return backup
+
+
 def add_rows(
     root: Path,
     raw: Path,
@@ -206,18 +240,7 @@ def add_rows(
         raise IngestError(f"cannot get the current study data: {exc}") from None
     incoming, report = _read_incoming(source)
     existing = read_table(raw)
-    missing = [c for c in existing.columns if c not in incoming.columns]
-    extra = [c for c in incoming.columns if c not in existing.columns]
-    if missing or extra:
-        problems = []
-        if missing:
-            problems.append(f"missing column(s) {', '.join(missing)}")
-        if extra:
-            problems.append(f"unknown column(s) {', '.join(extra)}")
-        raise IngestError(
-            f"{source}: not in the study's format ({'; '.join(problems)}): nothing was added"
-        )
-    incoming = incoming[list(existing.columns)]
+    incoming = _in_study_columns(source, incoming, existing)
     lines = pd.Series(incoming.index + 2, index=incoming.index)
     merge = merge_rows(existing, incoming, lines)
     md5_before = file_md5(raw)
@@ -260,17 +283,7 @@ def add_rows(
         }
     )
     checkpoint("data-add:journaled")
-    with tmp.open("wb") as fh:
-        fh.write(old_bytes + text.encode())
-        fh.flush()
-        os.fsync(fh.fileno())
-    backup = _beside(raw, "previous")
-    backup.unlink(missing_ok=True)
-    try:
-        os.link(raw, backup)
-    except OSError:  # no hard links on this filesystem
-        shutil.copy2(raw, backup)
-    os.replace(tmp, raw)
+    backup = _replace_keeping_backup(raw, tmp, old_bytes + text.encode())
     checkpoint("data-add:written")
     try:
         log(f"appended {len(merge.append)} rows; recording the new data version with DVC")
