@@ -43,6 +43,12 @@ from treesurv.core.split import holdout_mask
 from treesurv.core.validation import validate_file
 from treesurv.inference import bundle as bundle_mod
 from treesurv.lifecycle import ingest, registry, vcs
+from treesurv.training.evaluation import (
+    calibration_points,
+    classification_metrics,
+    rounded,
+    save_figure,
+)
 
 Log = Callable[[str], None]
 GATE_METRICS = ("roc_auc", "brier")
@@ -246,8 +252,6 @@ def save_plots(
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from treesurv.training.evaluation import _save, calibration_points
-
     directory.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for label, p in curves.items():
@@ -256,7 +260,7 @@ def save_plots(
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, same rows")
     ax.legend(loc="lower right")
-    written = [Path(_save(fig, directory / "roc.png"))]
+    written = [Path(save_figure(fig, directory / "roc.png"))]
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for label, p in curves.items():
@@ -268,7 +272,7 @@ def save_plots(
     ax.set(xlabel="predicted probability of death", ylabel="observed share that died")
     ax.set(title="Calibration, same rows")
     ax.legend(loc="upper left")
-    written.append(Path(_save(fig, directory / "calibration.png")))
+    written.append(Path(save_figure(fig, directory / "calibration.png")))
     return written
 
 
@@ -284,7 +288,6 @@ def _model_summary(manifest: Mapping[str, Any]) -> str:
 
 
 def _score(bundle: bundle_mod.Bundle, rows: pd.DataFrame, bins: int) -> tuple[np.ndarray, Any]:
-    from treesurv.training.evaluation import classification_metrics, rounded
 
     p = bundle.compiled().proba_columns(rows[list(schema.FEATURE_NAMES)])
     y = rows[schema.TARGET].to_numpy(dtype=int)

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from treesurv.core.files import write_json
+from treesurv.inference.bundle import BundleError, read_bundle
 from treesurv.monitoring.drift import DriftError, DriftReport, Thresholds, compare
+from treesurv.monitoring.drift_report import render
 from treesurv.monitoring.prediction_log.reader import read_log
 
 PROFILE_FILE = "reference_profile.json"
@@ -29,8 +31,6 @@ class Reference:
 def load_reference(path: Path) -> Reference:
     """A bundle directory (verified; its profile and model version) or a profile JSON."""
     if path.is_dir():
-        from treesurv.inference.bundle import BundleError, read_bundle
-
         try:
             bundle = read_bundle(path)
         except BundleError as exc:
@@ -104,8 +104,6 @@ def run_drift(
     if json_out is not None:
         write_json(document, json_out)
     if html_out is not None:
-        from treesurv.monitoring.drift_report import render
-
         html_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = html_out.with_name(f".{html_out.name}.tmp")
         tmp.write_text(render(report, context), encoding="utf-8")

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from treesurv.serving.settings import Settings
+
 APP_FACTORY = "treesurv.serving.app:create_app"
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"  # uvicorn.workers is deprecated since 0.30
 ServerKind = Literal["auto", "uvicorn", "gunicorn"]
@@ -94,8 +96,6 @@ def run(
 
 
 def _grace() -> int:
-    from treesurv.serving.settings import Settings
-
     # uvicorn and gunicorn count the grace period in whole seconds.
     return max(1, round(Settings().shutdown_grace))
 

@@ -137,7 +137,7 @@ def save_png_plots(
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
-    written.append(_save(fig, directory / "roc.png"))
+    written.append(save_figure(fig, directory / "roc.png"))
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, yy, pp in (("test", y, p), ("cross-validation", oof_y, oof_p)):
@@ -150,7 +150,7 @@ def save_png_plots(
         title="Calibration",
     )
     ax.legend(loc="upper left")
-    written.append(_save(fig, directory / "calibration.png"))
+    written.append(save_figure(fig, directory / "calibration.png"))
 
     cm = confusion_matrix(y, p, threshold)
     grid = np.array(
@@ -163,11 +163,12 @@ def save_png_plots(
     ax.set_xticks([0, 1], ["survived", "died"])
     ax.set_yticks([0, 1], ["survived", "died"])
     ax.set(xlabel="predicted", ylabel="actual", title=f"Test split (threshold {threshold:g})")
-    written.append(_save(fig, directory / "confusion.png"))
+    written.append(save_figure(fig, directory / "confusion.png"))
     return written
 
 
-def _save(fig: Any, path: Any) -> str:
+def save_figure(fig: Any, path: Any) -> str:
+    """Write a matplotlib figure as PNG with fixed metadata, then close it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

@@ -42,6 +42,7 @@ from treesurv.training.classifier import (
     make_pipeline,
     pipeline_builder,
 )
+from treesurv.training.evaluation import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +378,6 @@ def save_survival_pngs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from treesurv.training.evaluation import _save
-
     directory.mkdir(parents=True, exist_ok=True)
     days = [r["day"] for r in km_rows]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
@@ -402,7 +401,7 @@ def save_survival_pngs(
         title="Survival, held-out test split",
     )
     ax.legend(loc="lower left", fontsize="small")
-    written = [_save(fig, directory / "survival_km.png")]
+    written = [save_figure(fig, directory / "survival_km.png")]
 
     horizons = sorted({float(r["horizon"]) for r in calibration_rows})
     fig, axes = plt.subplots(1, len(horizons), figsize=(3.4 * len(horizons), 3.6), squeeze=False)
@@ -424,5 +423,5 @@ def save_survival_pngs(
         ax.plot([0, 1], [0, 1], ls=":", c="grey")
         ax.set(xlabel="predicted P(death)", ylabel="observed (Kaplan-Meier)", title=f"day {h:g}")
     axes[0][0].legend(loc="upper left", fontsize="x-small")
-    written.append(_save(fig, directory / "survival_calibration.png"))
+    written.append(save_figure(fig, directory / "survival_calibration.png"))
     return written
