@@ -47,13 +47,15 @@ class GenerationError(RuntimeError):
 
 
 def _cell(value: Any) -> str:
-    """A value as a Markdown table cell (pipes escaped, code where it is code)."""
-    text = str(value).replace("|", "\\|").replace("\n", " ")
-    return text
+    """A value as a Markdown table cell: pipes escaped outside code spans (inside them
+    the tables extension leaves pipes alone, and a backslash would show)."""
+    text = str(value).replace("\n", " ")
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
 
 
 def _code(value: Any) -> str:
-    text = str(value).replace("|", "\\|")
+    text = str(value)
     return f"`{text}`" if text else ""
 
 
