@@ -169,7 +169,7 @@ def gen_endpoints(_: str) -> str:
         f"({sum(len(v) for v in by_tag.values())} operations)."
     ]
     for tag, rows in by_tag.items():
-        out += [f"### {tag[:1].upper()}{tag[1:]}", "", _table(["", "path", "what", "answers"], rows)]
+        out += [f"### {tag[:1].upper()}{tag[1:]}", _table(["method", "path", "what", "answers"], rows)]
     return "\n\n".join(out)
 
 
@@ -284,13 +284,16 @@ def gen_cli(_: str) -> str:
                 default_text = ""
             else:
                 default_text = _code(default)
-            rows.append([_code(names), kind, default_text,
-                         (getattr(param, "help", "") or "").replace("\n", " ")])
+            what = (getattr(param, "help", "") or "").replace("\n", " ")
+            envvar = getattr(param, "envvar", None)
+            for var in [envvar] if isinstance(envvar, str) else envvar or []:
+                what += f" Environment: `{var}`."
+            rows.append([_code(names), kind, default_text, what])
         if is_group(command):
             usage.append("COMMAND [ARGS]...")
         out.append(f"```text\n{' '.join(usage)}\n```\n")
         if rows:
-            out.append(_table(["", "", "default", "what"], rows) + "\n")
+            out.append(_table(["name", "kind", "default", "what"], rows) + "\n")
         if is_group(command):
             for sub_name in command.list_commands(ctx):
                 sub = command.get_command(ctx, sub_name)
