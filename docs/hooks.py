@@ -160,16 +160,17 @@ def gen_endpoints(_: str) -> str:
             if op.get("deprecated"):
                 what = f"**deprecated** — {what}"
             statuses = ", ".join(sorted(op.get("responses", {})))
-            by_tag.setdefault(tag, []).append(
-                [_code(method.upper()), _code(path), what, statuses]
-            )
+            by_tag.setdefault(tag, []).append([_code(method.upper()), _code(path), what, statuses])
     info = spec.get("info", {})
     out = [
         f"From the OpenAPI document of `treesurv` {info.get('version', '')} "
         f"({sum(len(v) for v in by_tag.values())} operations)."
     ]
     for tag, rows in by_tag.items():
-        out += [f"### {tag[:1].upper()}{tag[1:]}", _table(["method", "path", "what", "answers"], rows)]
+        out += [
+            f"### {tag[:1].upper()}{tag[1:]}",
+            _table(["method", "path", "what", "answers"], rows),
+        ]
     return "\n\n".join(out)
 
 
@@ -225,19 +226,30 @@ def gen_params(_: str) -> str:
                         _code(_type_name(sub.annotation)),
                         shown(default),
                         "" if value is None else shown(value),
-                        comments.get(f"{name}.{key}", "") or (doc if key == next(iter(annotation.model_fields)) else ""),
+                        comments.get(f"{name}.{key}", "")
+                        or (doc if key == next(iter(annotation.model_fields)) else ""),
                     ]
                 )
         elif name == "paths":
             rows.append(
-                [_code("paths.*"), "paths", "one per pipeline file", "(see params.yaml)",
-                 "templated into dvc.yaml; mirrored by `treesurv.core.config.DEFAULT_PATHS`"]
+                [
+                    _code("paths.*"),
+                    "paths",
+                    "one per pipeline file",
+                    "(see params.yaml)",
+                    "templated into dvc.yaml; mirrored by `treesurv.core.config.DEFAULT_PATHS`",
+                ]
             )
         else:
             default = field.get_default(call_default_factory=True)
             rows.append(
-                [_code(name), _code(_type_name(annotation)), shown(default),
-                 shown(given.get(name)), comments.get(name, "")]
+                [
+                    _code(name),
+                    _code(_type_name(annotation)),
+                    shown(default),
+                    shown(given.get(name)),
+                    comments.get(name, ""),
+                ]
             )
     return _table(["key", "type", "default (code)", "params.yaml", "what"], rows)
 
@@ -270,7 +282,10 @@ def gen_cli(_: str) -> str:
         usage = [name, "[OPTIONS]"]
         rows = []
         for param in command.params:
-            if getattr(param, "hidden", False) or param.name in {"install_completion", "show_completion"}:
+            if getattr(param, "hidden", False) or param.name in {
+                "install_completion",
+                "show_completion",
+            }:
                 continue
             if param.param_type_name == "argument":
                 metavar = (param.name or "").upper()
@@ -332,7 +347,12 @@ def gen_targets(_: str) -> str:
         op, target = TARGETS[key]
         met = value is not None and (value >= target if op == ">=" else value <= target)
         rows.append(
-            [label, _num(value), f"{'≥' if op == '>=' else '≤'} {target}", "met" if met else "**not met**"]
+            [
+                label,
+                _num(value),
+                f"{'≥' if op == '>=' else '≤'} {target}",
+                "met" if met else "**not met**",
+            ]
         )
     n = _get(metrics, "test.rows")
     return _table([f"held-out test split ({_num(n)} rows)", "model", "target", ""], rows)
@@ -342,11 +362,23 @@ def gen_metrics(_: str) -> str:
     metrics = _load_json("metrics.json")
     cls_rows = []
     for prefix, model in (("", "full (ten features)"), ("planning.", "planning (design only)")):
-        for split, label in (("cv", "CV, stratified"), ("cv_group", "CV, grouped by plot"), ("test", "held-out test")):
+        for split, label in (
+            ("cv", "CV, stratified"),
+            ("cv_group", "CV, grouped by plot"),
+            ("test", "held-out test"),
+        ):
             m = _get(metrics, f"{prefix}{split}") or {}
             cls_rows.append(
-                [model, label, _num(m.get("rows")), _num(m.get("roc_auc")), _num(m.get("brier")),
-                 _num(m.get("log_loss")), _num(m.get("accuracy")), _num(m.get("ece"))]
+                [
+                    model,
+                    label,
+                    _num(m.get("rows")),
+                    _num(m.get("roc_auc")),
+                    _num(m.get("brier")),
+                    _num(m.get("log_loss")),
+                    _num(m.get("accuracy")),
+                    _num(m.get("ece")),
+                ]
             )
     surv_rows = []
     for variant in ("full", "planning"):
@@ -355,20 +387,40 @@ def gen_metrics(_: str) -> str:
             m = s.get(split) or {}
             cal = _get(s, f"calibration_error.{split}") or {}
             surv_rows.append(
-                [f"{variant} ({s.get('model', '?')})", label, _num(m.get("rows")),
-                 _num(m.get("concordance")), _num(m.get("concordance_without_plot")),
-                 _num(m.get("integrated_brier")), _num(m.get("integrated_brier_km")),
-                 " / ".join(_num(v) for v in cal.values()) or "–"]
+                [
+                    f"{variant} ({s.get('model', '?')})",
+                    label,
+                    _num(m.get("rows")),
+                    _num(m.get("concordance")),
+                    _num(m.get("concordance_without_plot")),
+                    _num(m.get("integrated_brier")),
+                    _num(m.get("integrated_brier_km")),
+                    " / ".join(_num(v) for v in cal.values()) or "–",
+                ]
             )
-    days = " / ".join(k.removeprefix("day_") for k in (_get(metrics, "survival.full.calibration_error.cv") or {}))
+    days = " / ".join(
+        k.removeprefix("day_") for k in (_get(metrics, "survival.full.calibration_error.cv") or {})
+    )
     return "\n\n".join(
         [
             "**Classifiers** (P(death during the study)):",
-            _table(["model", "evaluation", "rows", "ROC AUC", "Brier", "log loss", "accuracy", "ECE"], cls_rows),
-            f"**Survival models** (P(alive on day t); longest follow-up {_num(_get(metrics, 'survival.max_days'), 1)} days):",
             _table(
-                ["model", "evaluation", "rows", "concordance", "concordance without the plot",
-                 "integrated Brier", "IBS of one Kaplan-Meier curve", f"calibration error, days {days}"],
+                ["model", "evaluation", "rows", "ROC AUC", "Brier", "log loss", "accuracy", "ECE"],
+                cls_rows,
+            ),
+            "**Survival models** (P(alive on day t); longest follow-up "
+            f"{_num(_get(metrics, 'survival.max_days'), 1)} days):",
+            _table(
+                [
+                    "model",
+                    "evaluation",
+                    "rows",
+                    "concordance",
+                    "concordance without the plot",
+                    "integrated Brier",
+                    "IBS of one Kaplan-Meier curve",
+                    f"calibration error, days {days}",
+                ],
                 surv_rows,
             ),
         ]
@@ -391,38 +443,74 @@ def gen_model_card(_: str) -> str:
 # --- benchmarks ------------------------------------------------------------------------
 
 
+def _latency(m: dict[str, Any]) -> str:
+    return (
+        f"p50 {_num(m.get('p50_ms'), 2)} ms, p99 {_num(m.get('p99_ms'), 2)} ms, "
+        f"max {_num(m.get('max_ms'), 1)} ms"
+    )
+
+
+def _served(m: dict[str, Any]) -> str:
+    return (
+        f"{_num(m.get('rps'), 0)} req/s, p99 {_num(m.get('p99_ms'), 1)} ms, "
+        f"{_num(m.get('cpu_us_per_request'), 0)} µs CPU"
+    )
+
+
 def _bench_http(r: dict[str, Any]) -> str:
     h = r.get("http") or {}
     rows = []
     for key, label in (("real", "treesurv"), ("bare", "bare FastAPI app (validation only)")):
         m = h.get(key) or {}
-        rows.append([label, _num(m.get("rps"), 0), _num(m.get("p50_ms"), 2), _num(m.get("p99_ms"), 2),
-                     _num(m.get("errors")), _num(m.get("requests"))])
+        rows.append(
+            [
+                label,
+                _num(m.get("rps"), 0),
+                _num(m.get("p50_ms"), 2),
+                _num(m.get("p99_ms"), 2),
+                _num(m.get("errors")),
+                _num(m.get("requests")),
+            ]
+        )
     note = (
         f"`POST /v1/predictions`, one instance per request; {h.get('generator', 'wrk')}, "
         f"{_num(h.get('connections'))} connections, {_num(h.get('workers'))} worker, median of "
         f"{_num(h.get('rounds'))} × {_num(h.get('duration_s'), 0)} s. "
-        f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. Measured {h.get('measured', '–')}."
+        f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. "
+        f"Measured {h.get('measured', '–')}."
     )
-    return note + "\n\n" + _table(["server", "req/s", "p50 ms", "p99 ms", "errors", "requests"], rows)
+    return (
+        note + "\n\n" + _table(["server", "req/s", "p50 ms", "p99 ms", "errors", "requests"], rows)
+    )
 
 
 def _bench_inprocess(r: dict[str, Any]) -> str:
     p = r.get("inprocess") or {}
     s, b, f = p.get("single") or {}, p.get("batch") or {}, p.get("file") or {}
     rows = [
-        ["one prediction (`predict_one`)",
-         f"median {_num(s.get('median_us'), 1)} µs, p99 {_num(s.get('p99_us'), 1)} µs",
-         f"sklearn `predict_proba`, one-row DataFrame: median {_num((s.get('sklearn_one_row_dataframe_median_us') or 0) / 1000, 1)} ms",
-         f"{_num(s.get('calls'))} calls over {_num(s.get('rows'))} rows"],
-        [f"batch in memory ({_num(b.get('rows'))} rows)",
-         f"{_num(b.get('compiled_rows_per_s'), 0)} rows/s",
-         f"sklearn: {_num(b.get('sklearn_rows_per_s'), 0)} rows/s",
-         f"×{_num(b.get('speedup'), 2)}; max abs. difference {b.get('max_abs_diff', '–'):.0e}" if b.get("max_abs_diff") is not None else ""],
-        [f"`treesurv predict`, {_num(f.get('rows'))}-row CSV ({_num(f.get('input_mib'), 0)} MiB): read, validate, score, write",
-         f"{_num(f.get('us_per_row'), 1)} µs/row, peak RSS {_num(f.get('peak_rss_mib'), 0)} MiB",
-         f"sklearn `predict_proba` in memory: {_num(f.get('sklearn_predict_proba_us_per_row'), 1)} µs/row",
-         f"×{_num(f.get('speedup_vs_sklearn'), 2)} per row"],
+        [
+            "one prediction (`predict_one`)",
+            f"median {_num(s.get('median_us'), 1)} µs, p99 {_num(s.get('p99_us'), 1)} µs",
+            "sklearn `predict_proba`, one-row DataFrame: median "
+            f"{_num((s.get('sklearn_one_row_dataframe_median_us') or 0) / 1000, 1)} ms",
+            f"{_num(s.get('calls'))} calls over {_num(s.get('rows'))} rows",
+        ],
+        [
+            f"batch in memory ({_num(b.get('rows'))} rows)",
+            f"{_num(b.get('compiled_rows_per_s'), 0)} rows/s",
+            f"sklearn: {_num(b.get('sklearn_rows_per_s'), 0)} rows/s",
+            f"×{_num(b.get('speedup'), 2)}; max abs. difference {b.get('max_abs_diff', '–'):.0e}"
+            if b.get("max_abs_diff") is not None
+            else "",
+        ],
+        [
+            f"`treesurv predict`, {_num(f.get('rows'))}-row CSV "
+            f"({_num(f.get('input_mib'), 0)} MiB): read, validate, score, write",
+            f"{_num(f.get('us_per_row'), 1)} µs/row, peak RSS {_num(f.get('peak_rss_mib'), 0)} MiB",
+            "sklearn `predict_proba` in memory: "
+            f"{_num(f.get('sklearn_predict_proba_us_per_row'), 1)} µs/row",
+            f"×{_num(f.get('speedup_vs_sklearn'), 2)} per row",
+        ],
     ]
     return f"Measured {p.get('measured', '–')}, model {p.get('model_version', '–')}.\n\n" + _table(
         ["what", "treesurv", "reference", ""], rows
@@ -435,31 +523,48 @@ def _bench_soak(r: dict[str, Any]) -> str:
     if s:
         mem = s.get("memory") or {}
         rows.append(
-            [f"soak: {_num(s.get('duration_s'), 0)} s at {_num(s.get('target_rps'), 0)} req/s "
-             f"({_num(s.get('batch_share'), 2)} of requests batches of {_num(s.get('batch_size'))})",
-             _num(s.get("requests")), _num(s.get("errors")),
-             f"p50 {_num(s.get('p50_ms'), 2)} ms, p99 {_num(s.get('p99_ms'), 2)} ms, max {_num(s.get('max_ms'), 1)} ms",
-             f"RSS {_num(mem.get('rss_start_mib'), 1)} → {_num(mem.get('rss_end_mib'), 1)} MiB "
-             f"(growth {_num(mem.get('growth'), 1)} %)", s.get("measured", "–")]
+            [
+                f"soak: {_num(s.get('duration_s'), 0)} s at {_num(s.get('target_rps'), 0)} req/s "
+                f"({_num((s.get('batch_share') or 0) * 100, 0)} % of requests "
+                f"batches of {_num(s.get('batch_size'))})",
+                _num(s.get("requests")),
+                _num(s.get("errors")),
+                _latency(s),
+                f"RSS {_num(mem.get('rss_start_mib'), 1)} → {_num(mem.get('rss_end_mib'), 1)} MiB "
+                f"(growth {_num(mem.get('growth'), 1)} %)",
+                s.get("measured", "–"),
+            ]
         )
     w = r.get("swaps")
     if w:
         versions = ", ".join(f"{k}: {_num(v)}" for k, v in (w.get("versions") or {}).items())
         rows.append(
-            [f"{_num(w.get('swaps'))} model swaps under load at {_num(w.get('target_rps'), 0)} req/s, "
-             f"a tampered bundle placed before each",
-             _num(w.get("requests")), _num(w.get("errors")),
-             f"p50 {_num(w.get('p50_ms'), 2)} ms, p99 {_num(w.get('p99_ms'), 2)} ms, max {_num(w.get('max_ms'), 1)} ms",
-             f"answers by version {versions}; from the tampered bundle: {_num(w.get('tampered_served'))}; "
-             f"refused reloads {_num(w.get('reload_failures_metric'), 0)}", w.get("measured", "–")]
+            [
+                f"{_num(w.get('swaps'))} model swaps under load at "
+                f"{_num(w.get('target_rps'), 0)} req/s, "
+                f"a tampered bundle placed before each",
+                _num(w.get("requests")),
+                _num(w.get("errors")),
+                _latency(w),
+                f"answers by version {versions}; "
+                f"from the tampered bundle: {_num(w.get('tampered_served'))}; "
+                f"refused reloads {_num(w.get('reload_failures_metric'), 0)}",
+                w.get("measured", "–"),
+            ]
         )
     z = r.get("fuzz")
     if z:
         statuses = ", ".join(f"{k} × {_num(v)}" for k, v in (z.get("statuses") or {}).items())
         rows.append(
-            [f"fuzzing (`{z.get('command', 'bench/fuzz.py')}`, {_num(z.get('operations'))} operations)",
-             _num(z.get("cases")), f"{_num(z.get('server_errors'))} 5xx, {_num(z.get('findings'))} check failures",
-             "", statuses, z.get("measured", "–")]
+            [
+                f"fuzzing (`{z.get('command', 'bench/fuzz.py')}`, "
+                f"{_num(z.get('operations'))} operations)",
+                _num(z.get("cases")),
+                f"{_num(z.get('server_errors'))} 5xx, {_num(z.get('findings'))} check failures",
+                "",
+                statuses,
+                z.get("measured", "–"),
+            ]
         )
     return _table(["run", "requests", "errors", "latency", "memory / outcome", "measured"], rows)
 
@@ -471,20 +576,28 @@ def _bench_log(r: dict[str, Any]) -> str:
         w = p.get(key) or {}
         on, off = w.get("on") or {}, w.get("off") or {}
         rows.append(
-            [f"{_num(w.get('instances_per_request'))} instance(s) per request",
-             f"{_num(on.get('rps'), 0)} req/s, p99 {_num(on.get('p99_ms'), 1)} ms, {_num(on.get('cpu_us_per_request'), 0)} µs CPU",
-             f"{_num(off.get('rps'), 0)} req/s, p99 {_num(off.get('p99_ms'), 1)} ms, {_num(off.get('cpu_us_per_request'), 0)} µs CPU",
-             f"**{_num(w.get('ratio'), 3)}**", _num(w.get("cpu_ratio"), 3)]
+            [
+                f"{_num(w.get('instances_per_request'))} instance(s) per request",
+                _served(on),
+                _served(off),
+                f"**{_num(w.get('ratio'), 3)}**",
+                _num(w.get("cpu_ratio"), 3),
+            ]
         )
-    log = p.get("log") or {}
+    written = p.get("log") or {}
     note = (
         f"{_num(p.get('connections'))} connections, {_num(p.get('workers'))} worker, "
         f"{_num(p.get('duration_s'), 0)} s rounds, a fresh pair of servers each round; "
-        f"{_num(log.get('predictions_served'), 0)} predictions answered, {_num(log.get('logged'), 0)} logged, "
-        f"{_num(log.get('dropped'), 0)} dropped. Measured {p.get('measured', '–')}."
+        f"{_num(written.get('predictions_served'), 0)} predictions answered, "
+        f"{_num(written.get('logged'), 0)} logged, {_num(written.get('dropped'), 0)} dropped. "
+        f"Measured {p.get('measured', '–')}."
     )
-    return note + "\n\n" + _table(
-        ["workload", "log on", "log off", "throughput on/off", "CPU per request on/off"], rows
+    return (
+        note
+        + "\n\n"
+        + _table(
+            ["workload", "log on", "log off", "throughput on/off", "CPU per request on/off"], rows
+        )
     )
 
 
@@ -544,8 +657,12 @@ def gen_layout(arg: str) -> str:
         if not info.ispkg or info.name.startswith("_"):
             continue
         package = f"{root}.{info.name}"
-        rows.append([f"**[{info.name}](reference/{info.name}.md)**",
-                     _first_line(SRC / root / info.name / "__init__.py")])
+        rows.append(
+            [
+                f"**[{info.name}](reference/{info.name}.md)**",
+                _first_line(SRC / root / info.name / "__init__.py"),
+            ]
+        )
         for module in _modules(package):
             relative = module.split(".")[2:]
             path = SRC.joinpath(root, info.name, *relative)
@@ -568,22 +685,29 @@ def gen_contracts(_: str) -> str:
         if kind == "layers":
             rule = " → ".join(_code(x) for x in c.get("layers", []))
         elif kind == "forbidden":
-            rule = (", ".join(_code(x) for x in c.get("source_modules", [])) + " never import "
-                    + ", ".join(_code(x) for x in c.get("forbidden_modules", [])))
+            rule = (
+                ", ".join(_code(x) for x in c.get("source_modules", []))
+                + " never import "
+                + ", ".join(_code(x) for x in c.get("forbidden_modules", []))
+            )
         elif kind == "independence":
             rule = "independent: " + ", ".join(_code(x) for x in c.get("modules", []))
         else:
             rule = ", ".join(f"{k}: {v}" for k, v in c.items() if k not in {"name", "type", "id"})
         rows.append([c.get("name", ""), kind, rule])
-    return ("The contracts declared in `pyproject.toml` (`[tool.importlinter]`), checked by "
-            "`lint-imports`:\n\n" + _table(["contract", "type", "rule"], rows))
+    return (
+        "The contracts declared in `pyproject.toml` (`[tool.importlinter]`), checked by "
+        "`lint-imports`:\n\n" + _table(["contract", "type", "rule"], rows)
+    )
 
 
 def gen_tests(_: str) -> str:
     """Each test module with the first sentence of its docstring, folder by folder."""
     tests = ROOT / "tests"
     rows = []
-    for folder in sorted(p for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    for folder in sorted(
+        p for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    ):
         for module in sorted(folder.glob("test_*.py")):
             first = re.split(r"(?<=[.!?])\s", _first_line(module), maxsplit=1)[0]
             rows.append([_code(module.relative_to(ROOT).as_posix()), first])
@@ -647,7 +771,9 @@ def _check_readme() -> None:
         row = re.search(rf"^\| {re.escape(label)} \| ([0-9.]+) \|", readme, re.MULTILINE)
         expected = f"{_get(metrics, f'test.{key}'):.3f}"
         if row is None or row.group(1) != expected:
-            log.warning("README.md: the %s row should read %s (metrics.json test.%s)", label, expected, key)
+            log.warning(
+                "README.md: the %s row should read %s (metrics.json test.%s)", label, expected, key
+            )
     import typer.main
 
     from treesurv.cli.main import app
