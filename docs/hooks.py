@@ -786,5 +786,15 @@ def _check_readme() -> None:
             log.warning("README.md: the command tree lacks `treesurv %s`", name)
 
 
+def _check_secrets() -> None:
+    """Every secret a workflow reads is in the secrets table of the lifecycle page."""
+    page = (ROOT / "docs" / "lifecycle.md").read_text()
+    for workflow in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for name in sorted(set(re.findall(r"secrets\.([A-Z0-9_]+)", workflow.read_text()))):
+            if name != "GITHUB_TOKEN" and f"`{name}`" not in page:
+                log.warning("docs/lifecycle.md lacks the secret %s (%s)", name, workflow.name)
+
+
 def on_pre_build(**_: Any) -> None:
     _check_readme()
+    _check_secrets()
