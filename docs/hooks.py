@@ -19,6 +19,10 @@ so nothing the code already says is copied by hand. An unknown marker, or a
 generator that fails, stops the build (`mkdocs build --strict` runs in `make docs`).
 Nothing here touches the network: the app is built without a model bundle and only
 its OpenAPI document is read.
+
+It also checks what is written by hand: the README's links, figures and command tree,
+every repository path and every `treesurv.…` name a page gives, and that each secret
+the workflows read is documented.
 """
 
 from __future__ import annotations
@@ -693,11 +697,15 @@ def gen_contracts(_: str) -> str:
         elif kind == "independence":
             rule = "independent: " + ", ".join(_code(x) for x in c.get("modules", []))
         else:
-            rule = ", ".join(f"{k}: {v}" for k, v in c.items() if k not in {"name", "type", "id"})
+            rule = "; ".join(
+                f"{k}: " + ", ".join(_code(x) for x in (v if isinstance(v, list) else [v]))
+                for k, v in c.items()
+                if k not in {"name", "type", "id"}
+            )
         rows.append([c.get("name", ""), kind, rule])
     return (
         "The contracts declared in `pyproject.toml` (`[tool.importlinter]`), checked by "
-        "`lint-imports`:\n\n" + _table(["contract", "type", "rule"], rows)
+        "`lint-imports` in `make lint`:\n\n" + _table(["contract", "type", "rule"], rows)
     )
 
 
@@ -739,6 +747,7 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         return "\n" + GENERATORS[name](arg).strip("\n") + "\n"
 
     _check_repo_paths(markdown, page.file.src_path)
+    _check_dotted_names(markdown, page.file.src_path)
     return MARKER.sub(expand, markdown)
 
 
@@ -755,6 +764,33 @@ def _check_repo_paths(markdown: str, where: str) -> None:
             log.warning("%s names `%s`, which is not in the repository", where, path)
 
 
+DOTTED = re.compile(r"`(treesurv(?:\.\w+)+)`")
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(obj, attribute):
+                return False
+            obj = getattr(obj, attribute)
+        return True
+    return False
+
+
+def _check_dotted_names(markdown: str, where: str) -> None:
+    """Every `treesurv.module.name` a page names still exists (modules move, names change)."""
+    for name in sorted(set(DOTTED.findall(markdown))):
+        if not _resolves(name):
+            log.warning("%s names `%s`, which does not exist", where, name)
+
+
 def _check_readme() -> None:
     """The README is not generated (GitHub shows it as written), so it is checked here:
     its relative links resolve, its metrics equal metrics.json, its command tree names
@@ -766,6 +802,7 @@ def _check_readme() -> None:
         if not (ROOT / target.split("#")[0]).exists():
             log.warning("README.md links to %s, which does not exist", target)
     _check_repo_paths(readme, "README.md")
+    _check_dotted_names(readme, "README.md")
     metrics = _load_json("metrics.json")
     for label, key in (("ROC AUC", "roc_auc"), ("Brier score", "brier"), ("accuracy", "accuracy")):
         row = re.search(rf"^\| {re.escape(label)} \| ([0-9.]+) \|", readme, re.MULTILINE)
