@@ -18,7 +18,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -100,6 +100,38 @@ def _sum_one(x, feature, threshold, right, value, missing_left, roots):
     for t in range(roots.shape[0]):
         acc += value[_walk(x, feature, threshold, right, missing_left, roots[t])]
     return acc
+
+
+class Kernels:
+    """Which walk `Trees` uses. The Numba kernels are the fast path; a service that
+    has not compiled them yet (they compile in the background once it is ready)
+    walks the same trees with NumPy, giving the same sums bit for bit: each row
+    adds its trees' leaf values in tree order, like `_sum_trees`."""
+
+    numba = True  # walk with the Numba kernels (else with NumPy)
+    compiled = False  # a served model's kernels have been compiled in this process
+
+
+KERNELS = Kernels()
+
+
+def _sum_numpy(X, feature, threshold, right, value, missing_left, roots):
+    n = X.shape[0]
+    out = np.zeros(n)
+    for root in roots.tolist():
+        node = np.full(n, root, dtype=np.int64)
+        split = feature[node].astype(np.int64)
+        todo = np.flatnonzero(split >= 0)
+        while todo.size:
+            at = node[todo]
+            v = X[todo, split[todo]]
+            left = np.where(v != v, missing_left[at].astype(bool), v <= threshold[at])
+            at = np.where(left, at + 1, at + right[at])
+            node[todo] = at
+            split[todo] = feature[at]
+            todo = todo[split[todo] >= 0]
+        out += value[node]
+    return out
 
 
 def _expit_one(z: float) -> float:
@@ -211,6 +243,8 @@ class Trees:
 
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
+        if not KERNELS.numba:
+            return _sum_numpy(X, *self._arrays)
         out = np.empty(X.shape[0])
         kernel: Any = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
         kernel(X, *self._arrays, out)
@@ -218,7 +252,21 @@ class Trees:
 
     def sum_one(self, x: np.ndarray, x32: np.ndarray) -> float:
         """`sum` for one row; `x32` is the same row as float32 (what sklearn's trees see)."""
-        return float(_sum_one(x32 if self.float32 else x, *self._arrays))
+        row = x32 if self.float32 else x
+        if not KERNELS.numba:
+            return float(_sum_numpy(row.reshape(1, -1), *self._arrays)[0])
+        return float(_sum_one(row, *self._arrays))
+
+    def compile_kernels(self, width: int) -> None:
+        """Compile the Numba kernels for these arrays' types (whichever walk is in use)."""
+        dtype = np.float32 if self.float32 else np.float64
+        kernels: tuple[tuple[int, Any], ...] = (
+            (1, _sum_trees),
+            (PARALLEL_MIN_ROWS, _sum_trees_parallel),
+        )
+        for n, kernel in kernels:
+            kernel(np.zeros((n, width), dtype), *self._arrays, np.empty(n))
+        _sum_one(np.zeros(width, dtype), *self._arrays)
 
 
 class Node:
@@ -336,6 +384,17 @@ class Calibrated(Node):
             assert self.x is not None and self.y is not None
             p = float(np.interp(score, self.x, self.y))
         return 1.0 if 1.0 < p <= 1.0 + 1e-5 else p
+
+
+def trees_of(node: Node) -> Iterator[Trees]:
+    """Every tree ensemble in a model graph."""
+    if isinstance(node, (Forest, Boosting)):
+        yield node.trees
+    elif isinstance(node, Voting):
+        for member in node.members:
+            yield from trees_of(member)
+    elif isinstance(node, Calibrated):
+        yield from trees_of(node.base)
 
 
 # ------------------------------------------------------------------ (de)serialise
@@ -504,17 +563,23 @@ def encode_rows(row_encoder: RowEncoder, rows: Sequence[Mapping[str, Any]]) -> n
 class FastPredictor:
     """Scores dict instances (the API) or columns (batch files) with one model."""
 
-    def __init__(self, compiled: CompiledModel) -> None:
+    def __init__(self, compiled: CompiledModel, compile_now: bool = True) -> None:
         self.compiled = compiled
         self.row_encoder = RowEncoder(compiled.encoder)
         self._width = self.row_encoder.width
+        if compile_now:
+            self.compile_kernels()
         self.warm_up()
 
+    def compile_kernels(self) -> None:
+        """Compile the Numba kernels now rather than on the first request."""
+        for trees in trees_of(self.compiled.model):
+            trees.compile_kernels(self._width)
+
     def warm_up(self) -> None:
-        """Trigger Numba compilation now rather than on the first request."""
+        """Score a few rows through every path (a model that cannot run fails here)."""
         x = np.zeros((1, self._width))
         self.compiled.model.proba(x)
-        self.compiled.model.proba(np.zeros((PARALLEL_MIN_ROWS, self._width)))
         self.compiled.model.proba_one(x[0], x[0].astype(np.float32))
 
     def predict_one(self, row: Mapping[str, Any]) -> float:
@@ -633,10 +698,17 @@ class SurvivalPredictor:
     values) or a sequence of dict instances with the schema's field names.
     """
 
-    def __init__(self, compiled: CompiledSurvival) -> None:
+    def __init__(self, compiled: CompiledSurvival, compile_now: bool = True) -> None:
         self.compiled = compiled
         self.row_encoder = RowEncoder(compiled.encoder)
+        if compile_now:
+            self.compile_kernels()
         self.warm_up()
+
+    def compile_kernels(self) -> None:
+        """Compile the Numba kernels now rather than on the first request."""
+        for trees in trees_of(self.compiled.risk):
+            trees.compile_kernels(self.row_encoder.width)
 
     @property
     def max_days(self) -> float:
@@ -647,9 +719,8 @@ class SurvivalPredictor:
         return self.compiled.features
 
     def warm_up(self) -> None:
-        """Trigger Numba compilation now rather than on the first request."""
-        for n in (1, PARALLEL_MIN_ROWS):
-            self.compiled.risk_matrix(np.zeros((n, self.row_encoder.width)))
+        """Score a few rows through every path (a model that cannot run fails here)."""
+        self.compiled.risk_matrix(np.zeros((1, self.row_encoder.width)))
 
     def matrix(self, data: Instances) -> np.ndarray:
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):

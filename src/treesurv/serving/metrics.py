@@ -84,6 +84,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="liveall",
         )
+        self.kernels_compiled = Gauge(
+            "treesurv_kernels_compiled",
+            "1 once the model's Numba kernels are compiled; until then a NumPy walk of "
+            "the same trees answers (same results, slower).",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
         self.reloads = Counter(
             "treesurv_model_reloads",
             "Models loaded and swapped in (including the first one).",

@@ -21,7 +21,7 @@ from typing import Literal
 
 from treesurv.core.config import VARIANTS
 from treesurv.inference.bundle import MANIFEST, Bundle, BundleError, load_verified
-from treesurv.inference.predictor import FastPredictor, SurvivalPredictor
+from treesurv.inference.predictor import KERNELS, FastPredictor, SurvivalPredictor
 from treesurv.serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,35 @@ class Served:
 
 
 def load_submodels(
-    bundle: Bundle,
+    bundle: Bundle, compile_now: bool = True
 ) -> tuple[dict[str, FastPredictor], dict[str, SurvivalPredictor]]:
     """The planning classifier and the survival models the bundle lists, warmed up."""
     classifiers = {
-        v: FastPredictor(bundle.classifier(v))
+        v: FastPredictor(bundle.classifier(v), compile_now)
         for v in VARIANTS
         if v != "full" and bundle.has(v, "classifier")
     }
     survival = {
-        v: SurvivalPredictor(bundle.survival(v)) for v in VARIANTS if bundle.has(v, "survival")
+        v: SurvivalPredictor(bundle.survival(v), compile_now)
+        for v in VARIANTS
+        if bundle.has(v, "survival")
     }
     return classifiers, survival
+
+
+def compile_kernels(served: Served) -> float:
+    """Compile every sub-model's Numba kernels, then switch the trees' walk to them;
+    returns the seconds it took. Until then the NumPy walk answers (same sums)."""
+    start = time.perf_counter()
+    predictors: list[FastPredictor | SurvivalPredictor] = [
+        served.predictor,
+        *served.classifiers.values(),
+        *served.survival.values(),
+    ]
+    for predictor in predictors:
+        predictor.compile_kernels()
+    KERNELS.numba = KERNELS.compiled = True
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,8 @@ class ModelState:
         self._failed: Fingerprint | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        # The background compilation of the first model's kernels, once started.
+        self._compiled_once: threading.Thread | None = None
 
     @property
     def not_ready_reason(self) -> str | None:
@@ -123,8 +142,14 @@ class ModelState:
                     self.last_error = None
                     self._failed = None
                     return ReloadOutcome("unchanged", self.current, prev_version)
-                predictor = FastPredictor(compiled)  # compiles and warms up now
-                classifiers, survival = load_submodels(bundle)
+                # The process's first model answers at once, with the NumPy walk, while
+                # its Numba kernels compile in the background; later models compile
+                # (quickly: the kernels are typed like the first's) before the swap.
+                first = not KERNELS.compiled
+                if first:
+                    KERNELS.numba = False
+                predictor = FastPredictor(compiled, compile_now=not first)
+                classifiers, survival = load_submodels(bundle, compile_now=not first)
             except BundleError as exc:
                 return self._refused(str(exc), seen, previous, prev_version)
             except Exception as exc:  # a bundle that verifies but cannot run
@@ -132,6 +157,11 @@ class ModelState:
                 return self._refused(reason, seen, previous, prev_version)
             served = Served(bundle, predictor, seen, time.time(), classifiers, survival)
             self.current = served  # the atomic swap: one reference assignment
+            if first:
+                self._compiled_once = threading.Thread(
+                    target=self._compile, args=(served,), name="treesurv-compile", daemon=True
+                )
+                self._compiled_once.start()
             self.last_error = None
             self._failed = None
             self.metrics.reloads.inc()
@@ -144,6 +174,22 @@ class ModelState:
                 prev_version or "nothing",
             )
             return ReloadOutcome("reloaded", served, prev_version)
+
+    def _compile(self, served: Served) -> None:
+        try:
+            seconds = compile_kernels(served)
+        except Exception:  # the NumPy walk keeps answering, correctly
+            log.exception("compiling the model's kernels failed; scoring stays on NumPy")
+            return
+        self.metrics.kernels_compiled.set(1)
+        log.info("compiled kernels in %.1f s: scoring at full speed", seconds)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for the background compilation (tests and benchmarks)."""
+        thread = self._compiled_once
+        if thread is not None:
+            thread.join(timeout)
+        return KERNELS.numba
 
     def _refused(
         self,
