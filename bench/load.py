@@ -63,7 +63,23 @@ def start(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wait_ready(port, "/readyz" if kind == "real" else "/openapi.json", proc)
+    if kind == "real":
+        wait_full_speed(f"http://127.0.0.1:{port}")
     return proc
+
+
+def wait_full_speed(base: str, timeout: float = 120) -> None:
+    """A ready server answers through a NumPy walk until its Numba kernels are
+    compiled (in the background); benchmarks measure the compiled path."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            if b"\ntreesurv_kernels_compiled 1.0" in r.read():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{base}: kernels not compiled after {timeout:.0f}s")
 
 
 def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

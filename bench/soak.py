@@ -126,6 +126,8 @@ def serve(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready:\n{log.read_text()}")
             time.sleep(0.2)
+        if ready == "/readyz":
+            http_load.wait_full_speed(server.base)
         yield server
     finally:
         http_load.stop(proc, timeout=30)
