@@ -1,6 +1,7 @@
 """`make bench`: the HTTP load comparison and the in-process figures, in one run.
 
-Writes `bench/results.json` (the figures the docs' benchmark tables are generated from) and prints a summary.
+Writes `bench/results.json` (the figures the docs' benchmark tables are generated
+from) and prints a summary.
 """
 
 from __future__ import annotations
