@@ -1,16 +1,22 @@
-"""Shared fixtures: small frames built in memory, and a real copy of the project.
+"""Shared fixtures (the helpers they use are in tests/helpers.py).
 
-`project` is a temporary copy of this checkout (its own git repository) with the
-study data pulled from the real DVC remote; `pipeline_project` has also run
-`dvc repro` with the production parameters. Both are built once per session.
+Fast tests (`make test-fast`, everything not marked `slow`) are hermetic: they build
+tiny frames in memory (`study`, `small_frame`) and touch neither ../shared, DVC nor
+git. A fast test that asks for a fixture of the real project fails at collection,
+and one that starts git or dvc fails when it does.
+
+Slow tests get a real copy of the project: `project` is a temporary copy of this
+checkout (its own git repository) with the study data pulled from the real DVC
+remote, and `pipeline_project` is that copy after one `dvc repro` with the
+production parameters: built once per session and shared, read-only, by every
+test that needs a trained project. A test that changes the project works on its
+own copy (`trained_copy`), made in seconds from the finished one.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,129 +24,79 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.helpers import (
+    SHARED_REMOTE,
+    clone_project,
+    copy_project,
+    frame_of,
+    good_row,
+    read_study_text,
+    run,
+    synthetic_study,
+)
 from treesurv.core import schema
+from treesurv.core.split import model_frame
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_REMOTE = (ROOT.parent / "shared" / "dvc-remote").resolve()
-BIN = Path(sys.executable).parent
-
-
-def run(
-    cmd: list[str],
-    cwd: Path,
-    check: bool = True,
-    timeout: float = 900,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "GIT_AUTHOR_NAME": "treesurv tests",
-        "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-        "GIT_COMMITTER_NAME": "treesurv tests",
-        "GIT_COMMITTER_EMAIL": "tests@example.invalid",
-        **(env or {}),
-    }
-    proc = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
+# Fixtures that need ../shared, DVC or git: only slow tests may use them.
+REAL = frozenset(
+    {"project", "real_csv", "real_frame", "real_study", "real_model_study"}
+    | {"pipeline_project", "trained_copy", "bundle_dir"}
+)
+NOT_HERMETIC = frozenset({"git", "dvc", "gto"})
 
 
-def project_files() -> list[str]:
-    """What a clone would hold: tracked files plus new, not-ignored ones (work in
-    progress), but not a local dvc.lock that was never committed."""
-    tracked = run(["git", "ls-files", "-z"], ROOT).stdout.split("\0")
-    others = run(["git", "ls-files", "-z", "--others", "--exclude-standard"], ROOT).stdout
-    new = [f for f in others.split("\0") if f != "dvc.lock"]
-    return sorted({f for f in tracked + new if f and (ROOT / f).is_file()})
+def pytest_configure(config: pytest.Config) -> None:
+    # One OpenMP thread in the test process: on a busy 2-core machine OpenMP's
+    # spinning workers make a small HistGradientBoosting fit 50 times slower.
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime, so that it can be limited
+    from threadpoolctl import threadpool_limits
+
+    config._treesurv_threads = threadpool_limits(limits=1, user_api="openmp")  # type: ignore[attr-defined]
 
 
-def copy_project(dest: Path) -> Path:
-    """A fresh project: this checkout's files, a new git repo, the real remote."""
-    for rel in project_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["dvc", "remote", "modify", "--local", "shared", "url", str(SHARED_REMOTE)], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "test copy"], dest)
-    return dest
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = REAL.intersection(getattr(item, "fixturenames", ()))
+        if needs and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {sorted(needs)} (../shared, DVC or git) "
+                "but is not marked slow: fast tests must be hermetic"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a fast test, starting git, dvc or gto is an error."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self: Any, args: Any, *a: Any, **kw: Any) -> None:
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        first = os.fsdecode(argv[0]).split()[0] if argv else ""
+        if Path(first).name in NOT_HERMETIC:
+            raise AssertionError(
+                f"a fast test ran {first!r}: mark it slow or build what it needs in memory"
+            )
+        real_init(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+
+
+# ------------------------------------------------------------ in memory (fast)
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SHARED_REMOTE.is_dir():
-        pytest.fail(f"the shared DVC remote is missing: {SHARED_REMOTE}")
-    dest = copy_project(tmp_path_factory.mktemp("project"))
-    # A plain `dvc pull`, as on a fresh clone: it fails if a committed dvc.lock
-    # names outputs that the remote does not hold.
-    run(["dvc", "pull"], dest)
-    return dest
+def study() -> pd.DataFrame:
+    """1000 typed rows drawn like the study's (synthetic: no file, no remote); 1000 is
+    the largest batch the service takes by default."""
+    return synthetic_study(1000, seed=2)
 
 
 @pytest.fixture(scope="session")
-def real_csv(project: Path) -> Path:
-    return project / "data" / "raw" / "Tree_Data.csv"
-
-
-@pytest.fixture(scope="session")
-def real_frame(real_csv: Path) -> pd.DataFrame:
-    return pd.read_csv(real_csv, dtype=str, keep_default_na=False, na_values=["", "NA"])
-
-
-@pytest.fixture(scope="session")
-def pipeline_project(project: Path) -> Path:
-    """The project after `dvc repro` on the real data (about a minute)."""
-    run(["dvc", "repro"], project)
-    return project
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(pipeline_project: Path) -> Path:
-    return pipeline_project / "models" / "tree-survival"
-
-
-def good_row(**overrides: Any) -> dict[str, Any]:
-    """A valid row of the study's file (as text, like a CSV cell)."""
-    row: dict[str, Any] = {
-        "No": "1",
-        "Plot": "1",
-        "Subplot": "C",
-        "Species": "Quercus rubra",
-        "Light_ISF": "0.106",
-        "Light_Cat": "Med",
-        "Core": "2017",
-        "Soil": "Prunus serotina",
-        "Adult": "J",
-        "Sterile": "Non-Sterile",
-        "Conspecific": "Heterospecific",
-        "Myco": "EMF",
-        "SoilMyco": "AMF",
-        "PlantDate": "5/31/18",
-        "AMF": "24.45",
-        "EMF": "28.19",
-        "Phenolics": "3.36",
-        "Lignin": "24.74",
-        "NSC": "15.01",
-        "Census": "18",
-        "Time": "63",
-        "Event": "1",
-        "Harvest": "0",
-        "Alive": "Dead",
-    }
-    row.update(overrides)
-    return row
-
-
-def frame_of(*rows: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows))
+def model_study(study: pd.DataFrame) -> pd.DataFrame:
+    """`study` as the models see it (the field plot and the day as numbers)."""
+    return model_frame(study)
 
 
 @pytest.fixture
@@ -178,3 +134,60 @@ def chdir_tmp(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         os.chdir(old)
+
+
+# ------------------------------------------------------- the real project (slow)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SHARED_REMOTE.is_dir():
+        pytest.fail(f"the shared DVC remote is missing: {SHARED_REMOTE}")
+    dest = copy_project(tmp_path_factory.mktemp("project"))
+    # A plain `dvc pull`, as on a fresh clone: it fails if a committed dvc.lock
+    # names outputs that the remote does not hold.
+    run(["dvc", "pull"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def real_csv(project: Path) -> Path:
+    return project / "data" / "raw" / "Tree_Data.csv"
+
+
+@pytest.fixture(scope="session")
+def real_frame(real_csv: Path) -> pd.DataFrame:
+    return read_study_text(real_csv)
+
+
+@pytest.fixture(scope="session")
+def real_study(real_csv: Path) -> pd.DataFrame:
+    """The real study file, validated (typed rows)."""
+    from treesurv.core.validation import validate_file
+
+    frame, _ = validate_file(real_csv)
+    return frame
+
+
+@pytest.fixture(scope="session")
+def real_model_study(real_study: pd.DataFrame) -> pd.DataFrame:
+    return model_frame(real_study)
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(project: Path) -> Path:
+    """The project after `dvc repro` on the real data: the session's one pipeline run.
+    Shared by every test that needs it: read it, never change it (use `trained_copy`)."""
+    run(["dvc", "repro"], project)
+    return project
+
+
+@pytest.fixture
+def trained_copy(pipeline_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained project, for a test that changes it."""
+    return clone_project(pipeline_project, tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(pipeline_project: Path) -> Path:
+    return pipeline_project / "models" / "tree-survival"

@@ -3,59 +3,28 @@ run as plain processes (no Docker engine here) on the real bundle."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, ROOT
-from tests.serving_process import free_port, request, running, wait_for_workers
+from tests.helpers import (
+    BIN,
+    DOCKERFILE,
+    ROOT,
+    env_of,
+    exec_form,
+    free_port,
+    instructions,
+    request,
+    running,
+    runtime_stage,
+    wait_for_workers,
+)
 from treesurv.core import schema
-
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    current = ""
-    for line in text.splitlines():
-        if line.lstrip().startswith("#") and not current:
-            continue
-        current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
-        if not line.endswith("\\"):
-            if current.strip():
-                word, _, rest = current.strip().partition(" ")
-                out.append((word.upper(), rest.strip()))
-            current = ""
-    return out
-
-
-def runtime_stage() -> list[tuple[str, str]]:
-    steps = instructions(DOCKERFILE.read_text())
-    starts = [i for i, (word, _) in enumerate(steps) if word == "FROM"]
-    return steps[starts[-1] :]
-
-
-def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for word, rest in stage:
-        if word == "ENV":
-            for item in shlex.split(rest):
-                key, _, value = item.partition("=")
-                env[key] = value
-    return env
-
-
-def exec_form(rest: str) -> list[str]:
-    value = json.loads(rest)
-    assert isinstance(value, list), "use the exec (JSON) form"
-    return [str(v) for v in value]
 
 
 def test_hadolint_is_clean() -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT
-from tests.deploy.test_docker import env_of, runtime_stage
+from tests.helpers import ROOT, env_of, runtime_stage
 
 DEPLOY = ROOT / "deploy"
 UID = "10001"

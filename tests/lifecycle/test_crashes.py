@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import run
-from tests.helpers import build_bundle
-from tests.lifecycle.conftest import (
+from tests.helpers import (
     DATA_RAW,
     STORE,
     Repo,
+    build_bundle,
     copy_of,
     make_data_repo,
     manifest,
+    run,
     study_lines,
     versioned_repo,
 )
@@ -97,10 +97,10 @@ PROMOTE_STEPS = {  # step -> in production afterwards
 
 @pytest.fixture(scope="module")
 def two_versions(
-    tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame
+    tmp_path_factory: pytest.TempPathFactory, real_study: pd.DataFrame
 ) -> tuple[Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("two-versions")
-    digests = versioned_repo(base, study, ("1.0.0", "1.1.0"))
+    digests = versioned_repo(base, real_study, ("1.0.0", "1.1.0"))
     Repo(base / "repo", base / "remote").promote("1.0.0")
     return base, digests
 
@@ -176,7 +176,7 @@ RETRAIN_STEPS = {  # step -> in production afterwards
 
 @pytest.fixture(scope="module")
 def retrain_template(
-    tmp_path_factory: pytest.TempPathFactory, real_csv: Path, study: pd.DataFrame
+    tmp_path_factory: pytest.TempPathFactory, real_csv: Path, real_study: pd.DataFrame
 ) -> tuple[Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("retrain")
     repo = make_data_repo(base / "repo", base / "remote", real_csv)
@@ -188,8 +188,8 @@ def retrain_template(
         fh.write("/models/tree-survival/\n/data/processed/\n/reports/\n")
     test = repo.root / "data" / "processed" / "test.parquet"
     test.parent.mkdir(parents=True)
-    study.iloc[300:700].to_parquet(test)
-    train = study.iloc[:300]
+    real_study.iloc[300:700].to_parquet(test)
+    train = real_study.iloc[:300]
     first = build_bundle(repo.root / "models/tree-survival", train, trees=4)
     digests = {"1.0.0": str(first["digest"])}
     repo.run("git", "add", "-A")

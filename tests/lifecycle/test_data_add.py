@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lifecycle.conftest import Repo, study_lines
+from tests.helpers import Repo, study_lines
 from treesurv.core.files import file_md5
 from treesurv.lifecycle.ingest import pointer_md5
 

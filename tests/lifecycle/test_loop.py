@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SHARED_REMOTE, copy_project, run
+from tests.helpers import SHARED_REMOTE, copy_project, run
 from treesurv.inference.bundle import BundleError, load_verified
 
 pytestmark = pytest.mark.slow

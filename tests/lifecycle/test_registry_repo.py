@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import build_bundle
-from tests.lifecycle.conftest import Repo, add_version, copy_of, manifest, versioned_repo
+from tests.helpers import Repo, add_version, build_bundle, copy_of, manifest, versioned_repo
 from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
@@ -23,10 +22,10 @@ VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 
 @pytest.fixture(scope="module")
 def template(
-    tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame
+    tmp_path_factory: pytest.TempPathFactory, real_study: pd.DataFrame
 ) -> tuple[Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("three-versions")
-    return base, versioned_repo(base, study, VERSIONS)
+    return base, versioned_repo(base, real_study, VERSIONS)
 
 
 @pytest.fixture
@@ -92,12 +91,12 @@ def test_rollback_walks_back_and_restores_from_the_remote(
 
 
 def test_a_bundle_that_cannot_be_restored_changes_nothing(
-    small_repo: Repo, study: pd.DataFrame
+    small_repo: Repo, real_study: pd.DataFrame
 ) -> None:
     repo = small_repo
-    add_version(repo, study, "1.0.0", seed=0)
+    add_version(repo, real_study, "1.0.0", seed=0)
     repo.promote("1.0.0")
-    add_version(repo, study, "1.1.0", seed=1, push=False)  # never reached the remote
+    add_version(repo, real_study, "1.1.0", seed=1, push=False)  # never reached the remote
     shutil.rmtree(repo.root / ".dvc" / "cache")
     tags = repo.tags()
     before = manifest(repo.root / PROD)
@@ -111,10 +110,10 @@ def test_a_bundle_that_cannot_be_restored_changes_nothing(
 
 
 def test_checkout_before_any_promotion_uses_the_pipeline_bundle(
-    small_repo: Repo, study: pd.DataFrame
+    small_repo: Repo, real_study: pd.DataFrame
 ) -> None:
     repo = small_repo
-    build_bundle(repo.root / "models" / "tree-survival", study, "1.0.0", trees=3)
+    build_bundle(repo.root / "models" / "tree-survival", real_study, "1.0.0", trees=3)
     out = repo.treesurv("registry", "checkout")
     assert out.stdout.strip() == "1.0.0"
     assert "the pipeline bundle" in out.stderr and "updated" in out.stderr

@@ -10,21 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run
+from tests.helpers import run
 from treesurv.core import schema
-from treesurv.core.config import DEFAULT_PATHS, Paths, load_params
 from treesurv.core.files import file_md5
-from treesurv.core.split import model_frame
 from treesurv.core.validation import validate_file
 from treesurv.inference.bundle import load_verified
 from treesurv.training.stages import load_pipeline
 
 pytestmark = pytest.mark.slow
-
-
-def test_paths_in_params_match_code_defaults() -> None:
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert Paths.from_params(params) == DEFAULT_PATHS
 
 
 def test_repro_builds_bundle_metrics_and_plots(pipeline_project: Path) -> None:
@@ -154,62 +147,3 @@ def test_probabilities_are_probabilities(scored: tuple[Any, pd.DataFrame]) -> No
     p = compiled.proba_columns(frame)
     assert np.all((p >= 0) & (p <= 1))
     assert 0.3 < p.mean() < 0.8
-
-
-# ------------------------------------------------------------- training itself
-
-
-def _tiny_params() -> dict[str, Any]:
-    return {
-        "seed": 7,
-        "features": {"cell_z": True},
-        "train": {
-            "candidates": ["logreg", "hgb", "forest", "forest_hgb"],
-            "select_by": "roc_auc",
-            "cv_folds": 3,
-            "group_folds": 3,
-            "search_iterations": 1,
-            "vote_top": 1,
-            "calibration": "sigmoid",
-            "calibration_folds": 3,
-            "grids": {
-                "logreg": {"C": [1.0]},
-                "hgb": {"max_iter": [20]},
-                "forest": {"n_estimators": [10], "max_depth": [5]},
-            },
-        },
-        "evaluate": {"calibration_bins": 10},
-    }
-
-
-def test_training_is_deterministic(real_csv: Path) -> None:
-    from treesurv.training.classifier import train
-
-    frame = model_frame(validate_file(real_csv)[0]).sample(600, random_state=1)
-    a = train(frame, _tiny_params(), lambda m: None)
-    b = train(frame, _tiny_params(), lambda m: None)
-    # Forests sum their trees in threads, so the last bits may differ; what is
-    # reported (four decimals) is identical.
-    assert a.cv_metrics == pytest.approx(b.cv_metrics, rel=1e-12)
-    assert a.cv_group_metrics == pytest.approx(b.cv_group_metrics, rel=1e-12)
-    X = frame[list(schema.FEATURE_NAMES)]
-    np.testing.assert_allclose(
-        a.pipeline.predict_proba(X), b.pipeline.predict_proba(X), rtol=0, atol=1e-12
-    )
-    assert a.calibration == "sigmoid"
-    assert {r["candidate"] for r in a.report()["search"]} == {
-        "logreg",
-        "hgb",
-        "forest",
-        "forest_hgb",
-    }
-
-
-def test_outcome_columns_can_never_be_features(real_csv: Path) -> None:
-    from treesurv.training.classifier import train
-
-    frame = model_frame(validate_file(real_csv)[0]).head(100)
-    params = _tiny_params()
-    params["features"]["columns"] = [*schema.FEATURE_NAMES, "Time"]
-    with pytest.raises(ValueError, match="outcome columns can never be features"):
-        train(frame, params, lambda m: None)

@@ -10,11 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run
+from tests.helpers import run
 from treesurv.core import schema
 from treesurv.core.config import VARIANTS
-from treesurv.core.split import model_frame
-from treesurv.core.validation import validate_file
 from treesurv.inference.bundle import load_verified, require_complete
 from treesurv.inference.predictor import HorizonError, SurvivalPredictor
 from treesurv.training.stages import load_pipeline
@@ -25,12 +23,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def metrics(pipeline_project: Path) -> dict[str, Any]:
     return dict(json.loads((pipeline_project / "metrics.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = validate_file(real_csv)
-    return model_frame(frame)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +96,7 @@ def test_bundle_holds_four_verified_models(bundle_dir: Path, pipeline_project: P
 def test_survival_parity_with_sksurv_on_every_real_row(
     variant: str,
     bundle_dir: Path,
-    study: pd.DataFrame,
+    real_model_study: pd.DataFrame,
     survival_predictors: dict[str, SurvivalPredictor],
 ) -> None:
     bundle, _ = load_verified(bundle_dir)
@@ -113,7 +105,7 @@ def test_survival_parity_with_sksurv_on_every_real_row(
     )
     predictor = survival_predictors[variant]
     days = predictor.compiled.days
-    with_plot = study[list(schema.INPUT_NAMES)]
+    with_plot = real_model_study[list(schema.INPUT_NAMES)]
     # With the plot, without it (a typical site), and through the API's dict rows.
     for features in (with_plot, with_plot.drop(columns=[schema.SITE.name])):
         expected = np.vstack([fn(days) for fn in pipeline.predict_survival_function(features)])
@@ -129,42 +121,44 @@ def test_survival_parity_with_sksurv_on_every_real_row(
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_planning_classifier_parity(variant: str, bundle_dir: Path, study: pd.DataFrame) -> None:
+def test_planning_classifier_parity(
+    variant: str, bundle_dir: Path, real_model_study: pd.DataFrame
+) -> None:
     bundle, _ = load_verified(bundle_dir)
     pipeline = load_pipeline(
         bundle_dir.parent / bundle.manifest["submodels"][variant]["classifier"]["skops"]
     )
-    features = study[list(schema.FEATURE_NAMES)]
+    features = real_model_study[list(schema.FEATURE_NAMES)]
     got = bundle.classifier(variant).proba_columns(features)
     assert np.max(np.abs(got - pipeline.predict_proba(features)[:, 1])) < 1e-6
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_survival_is_monotone_for_every_real_row(
-    variant: str, study: pd.DataFrame, survival_predictors: dict[str, SurvivalPredictor]
+    variant: str, real_model_study: pd.DataFrame, survival_predictors: dict[str, SurvivalPredictor]
 ) -> None:
     predictor = survival_predictors[variant]
     days = np.union1d(np.arange(0.0, 115.5, 0.5), predictor.compiled.days)
-    surv = predictor.survival_at(study, days)
-    assert surv.shape == (len(study), len(days))
+    surv = predictor.survival_at(real_model_study, days)
+    assert surv.shape == (len(real_model_study), len(days))
     assert np.all((surv >= 0) & (surv <= 1))
     assert np.all(surv[:, 0] == 1.0)  # day 0: everyone alive
     assert np.all(np.diff(surv, axis=1) <= 0)
     with pytest.raises(HorizonError, match="beyond the study's follow-up"):
-        predictor.survival_at(study.head(1), [116.0])
+        predictor.survival_at(real_model_study.head(1), [116.0])
 
 
 def test_survival_directions(
-    study: pd.DataFrame, survival_predictors: dict[str, SurvivalPredictor]
+    real_model_study: pd.DataFrame, survival_predictors: dict[str, SurvivalPredictor]
 ) -> None:
-    amf = study["Species"].map(schema.SPECIES_MYCO).eq("AMF").to_numpy()
-    sterile = study["Sterile"].eq("Sterile").to_numpy()
+    amf = real_model_study["Species"].map(schema.SPECIES_MYCO).eq("AMF").to_numpy()
+    sterile = real_model_study["Sterile"].eq("Sterile").to_numpy()
     for predictor in survival_predictors.values():
-        s60 = predictor.survival_at(study, [60.0])[:, 0]
+        s60 = predictor.survival_at(real_model_study, [60.0])[:, 0]
         # Oaks outlive maples and cherries; sterile soil spares maples and cherries.
         assert s60[~amf].mean() > s60[amf].mean() + 0.3
         assert s60[amf & sterile].mean() > s60[amf & ~sterile].mean() + 0.1
-        median = predictor.median_survival_days(study)
+        median = predictor.median_survival_days(real_model_study)
         assert np.nanmedian(median[amf]) < 60
         # Kaplan-Meier: about 60% of the oaks are alive at the end, so most oaks'
         # median survival lies beyond the study (NaN); hardly any maple's or cherry's.
@@ -192,85 +186,3 @@ def test_model_card_and_plots(bundle_dir: Path, pipeline_project: Path) -> None:
         "workspace_plots_survival_calibration.png",
     ):
         assert marker in html, marker
-
-
-# ------------------------------------------------------------- training itself
-
-
-def _tiny(seed: int = 3) -> dict[str, Any]:
-    return {
-        "seed": seed,
-        "features": {"cell_z": True},
-        "survival": {
-            "candidates": ["cox", "gbsa"],
-            "select_by": "concordance",
-            "concordance_tolerance": 0.0,
-            "cv_folds": 3,
-            "search_iterations": 1,
-            "horizons": [30, 60],
-            "grids": {"cox": {"alpha": [1.0]}, "gbsa": {"n_estimators": [20], "max_depth": [2]}},
-        },
-    }
-
-
-def test_survival_training_is_deterministic(study: pd.DataFrame) -> None:
-    from treesurv.training.survival import train_survival
-
-    frame = study.sample(500, random_state=2)
-    a = train_survival(frame, _tiny(), lambda m: None)
-    b = train_survival(frame, _tiny(), lambda m: None)
-    assert a.cv_metrics == b.cv_metrics
-    assert {r["candidate"] for r in a.report()["search"]} == {"cox", "gbsa"}
-    assert {30.0, 60.0} <= set(a.days.tolist())
-    X = frame[list(schema.FEATURE_NAMES)]
-    np.testing.assert_array_equal(a.pipeline.predict(X), b.pipeline.predict(X))
-
-
-def test_survival_training_refuses_bad_input(study: pd.DataFrame) -> None:
-    from treesurv.training.classifier import variant_params
-    from treesurv.training.survival import train_survival
-
-    frame = study.head(200)
-    with pytest.raises(ValueError, match="need the 'Time' column"):
-        train_survival(frame.drop(columns=[schema.TIME]), _tiny(), lambda m: None)
-    params = _tiny()
-    params["survival"]["candidates"] = ["deepsurv"]
-    with pytest.raises(ValueError, match="unknown survival candidate 'deepsurv'"):
-        train_survival(frame, params, lambda m: None)
-    params = _tiny()
-    params["features"]["columns"] = [*schema.DESIGN, "Census"]
-    with pytest.raises(ValueError, match="outcome columns can never be features"):
-        train_survival(frame, params, lambda m: None)
-    params = _tiny()
-    params["survival"]["site"] = True
-    with pytest.raises(ValueError, match=r"survival\.site is on but the data has no 'Plot'"):
-        train_survival(frame.drop(columns=[schema.SITE.name]), params, lambda m: None)
-    with pytest.raises(ValueError, match="unknown model variant 'later'"):
-        variant_params(params, "later")
-    planning = variant_params(
-        {**_tiny(), "train": {"cv_folds": 5}, "planning": {"cv_folds": 3}}, "planning"
-    )
-    assert planning["features"]["columns"] == list(schema.DESIGN)
-    assert planning["train"]["cv_folds"] == 3
-
-
-def test_survival_training_with_the_site(study: pd.DataFrame) -> None:
-    from treesurv.training.survival import train_survival
-
-    params = _tiny()
-    params["survival"]["site"] = True
-    frame = study.sample(600, random_state=4)
-    said: list[str] = []
-    result = train_survival(frame, params, said.append)
-    assert not [m for m in said if "no plot of the study" in m]
-    assert result.report()["features"] == [*schema.FEATURE_NAMES, schema.SITE.name]
-    assert result.pipeline.named_steps["encode"].params_.site
-    # Both scores are of the same out-of-fold rows: with the plot and without it.
-    cv = result.cv_metrics
-    assert 0.5 < cv["concordance_without_plot"] < 1 and 0.5 < cv["concordance"] < 1
-    assert cv["concordance"] != cv["concordance_without_plot"]
-    # Rows without a study plot are trained on as a typical site, and said so.
-    odd = frame.astype({schema.SITE.name: object})
-    odd.iloc[:3, odd.columns.get_loc(schema.SITE.name)] = [None, 19, 2.5]
-    train_survival(odd, params, said.append)
-    assert "3 training row(s) have no plot of the study" in " ".join(said)

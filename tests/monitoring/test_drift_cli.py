@@ -3,14 +3,13 @@ scored by the real bundle: shifted features and only those are flagged."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import run
+from tests.helpers import drift_cli as drift
 from treesurv.core import schema
 from treesurv.core.validation import SCORING, validate
 from treesurv.inference.bundle import load_verified
@@ -44,29 +43,6 @@ def write_log(directory: Path, rows: pd.DataFrame, bundle_dir: Path) -> None:
         for i, (record, p) in enumerate(zip(records, proba, strict=True)):
             assert plog.record(f"req-{i}", bundle.version, [record], [float(p)], 0.002)
     assert plog.stats().logged == len(rows)
-
-
-def drift(cwd: Path, log: Path, bundle_dir: Path, out: Path) -> tuple[int, dict, str]:
-    proc = run(
-        [
-            "treesurv",
-            "monitor",
-            "drift",
-            "--log",
-            str(log),
-            "--reference",
-            str(bundle_dir),
-            "--out",
-            str(out / "drift.json"),
-            "--html",
-            str(out / "drift.html"),
-        ],
-        cwd,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    report = json.loads((out / "drift.json").read_text()) if (out / "drift.json").exists() else {}
-    return proc.returncode, report, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")

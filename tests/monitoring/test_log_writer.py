@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.monitoring.test_prediction_log import counter, instances, lines_in, rows_in
-from tests.serving_process import alive
+from tests.helpers import alive, counter, lines_in, rows_in
+from tests.helpers import log_instances as instances
 from treesurv.monitoring.prediction_log.queue import PredictionLog
 from treesurv.monitoring.prediction_log.writer import ProcessWriter
 

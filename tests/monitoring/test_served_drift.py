@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN
-from tests.monitoring.test_drift_cli import drift
-from tests.serving_process import free_port, request, running
+from tests.helpers import BIN, free_port, request, running
+from tests.helpers import drift_cli as drift
 from treesurv.core import schema
 from treesurv.monitoring.prediction_log.reader import read_log
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run
+from tests.helpers import run
 from treesurv.inference.batch import BatchError
 from treesurv.inference.bundle import load_verified
 from treesurv.inference.dask_batch import dask_client, expand_inputs, plan, score_distributed

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN
-from tests.serving_process import free_port, request, running
+from tests.helpers import BIN, free_port, request, running
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import API_KEY
-from tests.conftest import BIN
-from tests.serving_process import free_port, request, running
+from tests.helpers import API_KEY, BIN, free_port, request, running
 from treesurv.core import schema
 from treesurv.serving import middleware
 from treesurv.serving.settings import Settings

@@ -3,7 +3,6 @@ model keeps serving, the watcher, and requests in flight during swaps."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,24 +13,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import API_KEY, instances
+from tests.helpers import API_KEY, instances, place
 from treesurv.core import schema
-from treesurv.inference.bundle import load_verified, swap_into_place
+from treesurv.inference.bundle import load_verified
 
 AUTH = {"X-API-Key": API_KEY}
-
-
-def place(source: Path, model_dir: Path, tamper: bool = False) -> None:
-    """Copy a bundle beside the model path and rename it into place (as a deploy does)."""
-    staging = model_dir.with_name(f".{model_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    if tamper:
-        npz = staging / "predictor.npz"
-        data = bytearray(npz.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        npz.write_bytes(bytes(data))
-    swap_into_place(staging, model_dir)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""API fixtures: small real bundles (a few trees on the study's rows) and clients."""
+"""Serving fixtures: small real bundles (a few trees on the in-memory study) and clients."""
 
 from __future__ import annotations
 
@@ -11,19 +11,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import build_bundle
-from treesurv.core import schema
-from treesurv.core.validation import validate_file
+from tests.helpers import API_KEY, build_bundle, build_four_model_bundle
 from treesurv.serving.app import create_app
 from treesurv.serving.settings import Settings
-
-API_KEY = "s3cret-admin-key"
-
-
-@pytest.fixture(scope="session")
-def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = validate_file(real_csv)
-    return frame
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +30,16 @@ def bundle_v2(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> 
     return path
 
 
-ClientFactory = Callable[..., Any]
+@pytest.fixture(scope="session")
+def bundle_four(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> Path:
+    """A small bundle with all four sub-models (full/planning x classifier/survival)."""
+    path = tmp_path_factory.mktemp("bundles") / "four"
+    build_four_model_bundle(path, study, "3.0.0", trees=8)
+    return path
 
 
 @pytest.fixture
-def make_client() -> Iterator[ClientFactory]:
+def make_client() -> Iterator[Callable[..., Any]]:
     """Start an app (lifespan included) on a model dir; closed at the end of the test."""
     opened: list[Any] = []
 
@@ -66,21 +61,5 @@ def make_client() -> Iterator[ClientFactory]:
 
 
 @pytest.fixture
-def client(make_client: ClientFactory, bundle_v1: Path) -> TestClient:
+def client(make_client: Callable[..., Any], bundle_v1: Path) -> TestClient:
     return make_client(bundle_v1)  # type: ignore[no-any-return]
-
-
-def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows of a typed frame as API instances (EMF missing -> null)."""
-    rows = frame[list(schema.FEATURE_NAMES)].to_dict("records")
-    return [{k: (None if schema.is_missing(v) else v) for k, v in r.items()} for r in rows]
-
-
-@pytest.fixture(scope="session")
-def bundle_four(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> Path:
-    """A small bundle with all four sub-models (full/planning x classifier/survival)."""
-    from tests.helpers import build_four_model_bundle
-
-    path = tmp_path_factory.mktemp("bundles") / "four"
-    build_four_model_bundle(path, study, "3.0.0", trees=8)
-    return path

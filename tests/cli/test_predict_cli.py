@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run
+from tests.helpers import run
 from treesurv.core import schema
 from treesurv.core.files import read_table
 from treesurv.core.validation import SCORING, validate

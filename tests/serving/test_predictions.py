@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import instances
+from tests.helpers import instances
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tests.conftest import frame_of, good_row
+from tests.helpers import frame_of, good_row
 from treesurv.lifecycle.ingest import canonical, line_terminator, merge_rows, render_rows
 
 

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_predictor import MODELS
+from tests.helpers import classifier_zoo
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
-from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import (
     FastPredictor,
     PredictorError,
@@ -24,18 +23,14 @@ from treesurv.inference.predictor import (
 )
 from treesurv.training.compiler import compile_model
 
-
-@pytest.fixture(scope="module")
-def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = validate_file(real_csv)
-    return frame, frame[schema.TARGET].to_numpy(dtype=int)
+MODELS = classifier_zoo()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_predict_one_equals_the_sklearn_model(
-    name: str, study: tuple[pd.DataFrame, np.ndarray]
+    name: str, study_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
-    frame, y = study
+    frame, y = study_xy
     params = fit_encoder(frame)
     X = encode(params, frame)
     model = MODELS[name]().fit(X, y)
@@ -93,10 +88,10 @@ def _breadth_first(arrays: dict[str, np.ndarray], key: str) -> dict[str, np.ndar
 
 
 @pytest.fixture(scope="module")
-def forest_files(study: tuple[pd.DataFrame, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
+def forest_files(study_xy: tuple[pd.DataFrame, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
     from sklearn.ensemble import RandomForestClassifier
 
-    frame, y = study
+    frame, y = study_xy
     params = fit_encoder(frame)
     model = RandomForestClassifier(10, max_depth=6, random_state=0).fit(encode(params, frame), y)
     spec, arrays = compile_model(params, model)
@@ -104,13 +99,13 @@ def forest_files(study: tuple[pd.DataFrame, np.ndarray]) -> tuple[Any, dict[str,
 
 
 def test_any_node_order_is_laid_out_depth_first(
-    forest_files: tuple[Any, dict[str, np.ndarray]], study: tuple[pd.DataFrame, np.ndarray]
+    forest_files: tuple[Any, dict[str, np.ndarray]], study_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
     spec, arrays = forest_files
     key = spec["model"]["trees"]
     shuffled = _breadth_first(arrays, key)
     assert not np.array_equal(shuffled[f"{key}_left"], arrays[f"{key}_left"])
-    frame = study[0].head(500)
+    frame = study_xy[0].head(500)
     a = loads(*dumps(spec, arrays).values())
     b = loads(*dumps(spec, shuffled).values())
     np.testing.assert_array_equal(a.proba_columns(frame), b.proba_columns(frame))

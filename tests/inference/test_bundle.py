@@ -9,14 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import build_bundle, flip_middle_byte
-from treesurv.core.validation import validate_file
 from treesurv.inference.bundle import MANIFEST, BundleError, load_verified, read_bundle
-
-
-@pytest.fixture(scope="module")
-def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = validate_file(real_csv)
-    return frame
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import frame_of, good_row
+from tests.helpers import frame_of, good_row
 from treesurv.cli.main import app
 from treesurv.core import schema
 from treesurv.core.validation import SCORING, RowIssue, validate, validate_file
@@ -189,14 +189,6 @@ def test_parquet_file_validates(tmp_path: Path, small_frame: pd.DataFrame) -> No
     clean.to_parquet(path)
     _, report = validate_file(path)
     assert report.ok
-
-
-def test_real_study_file(real_csv: Path) -> None:
-    clean, report = validate_file(real_csv)
-    assert report.ok
-    assert report.rows == 2365 and report.valid_rows == 2364
-    assert report.notes == ["dropped 1 row(s) with an empty target (line 2365)"]
-    assert set(clean[schema.TARGET].unique()) == {0.0, 1.0}
 
 
 # ------------------------------------------------------------------- CLI

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, ROOT
-from tests.serving_process import free_port, request, running
+from tests.helpers import BIN, ROOT, free_port, request, running
 from treesurv.core import schema
 from treesurv.serving.schemas import DESIGN_EXAMPLE
 

@@ -7,63 +7,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    GradientBoostingClassifier,
-    HistGradientBoostingClassifier,
     RandomForestClassifier,
-    VotingClassifier,
 )
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
+from tests.helpers import classifier_zoo
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
-from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import FastPredictor, PredictorError, dumps, loads
 from treesurv.training.compiler import CompileError, compile_model
 
-
-@pytest.fixture(scope="module")
-def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = validate_file(real_csv)
-    return frame, frame[schema.TARGET].to_numpy(dtype=int)
-
-
-MODELS = {
-    "logreg": lambda: Pipeline([("s", StandardScaler()), ("m", LogisticRegression(max_iter=2000))]),
-    "logreg_bare": lambda: LogisticRegression(max_iter=5000),
-    "forest": lambda: RandomForestClassifier(40, max_depth=8, random_state=0),
-    "extra": lambda: ExtraTreesClassifier(30, random_state=0),
-    "gboost": lambda: GradientBoostingClassifier(n_estimators=40, random_state=0),
-    "hgb": lambda: HistGradientBoostingClassifier(max_iter=40, random_state=0),
-    "voting": lambda: VotingClassifier(
-        [
-            ("f", RandomForestClassifier(20, random_state=0)),
-            ("h", HistGradientBoostingClassifier(max_iter=20)),
-        ],
-        voting="soft",
-        weights=[1, 2],
-    ),
-    "sigmoid_hgb": lambda: CalibratedClassifierCV(
-        HistGradientBoostingClassifier(max_iter=30), method="sigmoid", cv=3, ensemble=False
-    ),
-    "isotonic_forest": lambda: CalibratedClassifierCV(
-        RandomForestClassifier(20, random_state=0), method="isotonic", cv=3, ensemble=False
-    ),
-    "sigmoid_ensemble": lambda: CalibratedClassifierCV(
-        GradientBoostingClassifier(n_estimators=20), method="sigmoid", cv=3, ensemble=True
-    ),
-}
+MODELS = classifier_zoo()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_parity_with_sklearn_on_every_real_row(
-    name: str, study: tuple[pd.DataFrame, np.ndarray]
+def test_parity_with_sklearn_on_every_row(
+    name: str, study_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
-    frame, y = study
+    frame, y = study_xy
     params = fit_encoder(frame)
     X = encode(params, frame)
     model = MODELS[name]().fit(X, y)
@@ -80,8 +41,8 @@ def test_parity_with_sklearn_on_every_real_row(
     )
 
 
-def test_fast_predictor_single_and_batch_agree(study: tuple[pd.DataFrame, np.ndarray]) -> None:
-    frame, y = study
+def test_fast_predictor_single_and_batch_agree(study_xy: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, y = study_xy
     params = fit_encoder(frame)
     model = RandomForestClassifier(30, random_state=0).fit(encode(params, frame), y)
     files = dumps(*compile_model(params, model))
@@ -98,10 +59,10 @@ def test_fast_predictor_single_and_batch_agree(study: tuple[pd.DataFrame, np.nda
     )
 
 
-def test_unsupported_estimator_is_refused(study: tuple[pd.DataFrame, np.ndarray]) -> None:
+def test_unsupported_estimator_is_refused(study_xy: tuple[pd.DataFrame, np.ndarray]) -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
-    frame, y = study
+    frame, y = study_xy
     params = fit_encoder(frame)
     model = KNeighborsClassifier().fit(encode(params, frame), y)
     with pytest.raises(CompileError, match="cannot compile KNeighborsClassifier"):
@@ -109,8 +70,8 @@ def test_unsupported_estimator_is_refused(study: tuple[pd.DataFrame, np.ndarray]
 
 
 @pytest.fixture(scope="module")
-def compiled_files(study: tuple[pd.DataFrame, np.ndarray]) -> dict[str, Any]:
-    frame, y = study
+def compiled_files(study_xy: tuple[pd.DataFrame, np.ndarray]) -> dict[str, Any]:
+    frame, y = study_xy
     params = fit_encoder(frame)
     model = RandomForestClassifier(5, max_depth=4, random_state=0).fit(encode(params, frame), y)
     return dict(zip(("spec", "arrays"), compile_model(params, model), strict=True))

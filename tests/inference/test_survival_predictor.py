@@ -15,8 +15,6 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
-from treesurv.core.split import model_frame
-from treesurv.core.validation import validate_file
 from treesurv.inference.predictor import (
     HorizonError,
     PredictorError,
@@ -26,15 +24,6 @@ from treesurv.inference.predictor import (
     loads_survival,
 )
 from treesurv.training.compiler import CompileError, compile_model, compile_survival
-from treesurv.training.survival import survival_target
-
-
-@pytest.fixture(scope="module")
-def study(real_csv: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    frame, _ = validate_file(real_csv)
-    frame = model_frame(frame)
-    return frame, survival_target(frame)
-
 
 MODELS: dict[str, Callable[[], Any]] = {
     "gbsa": lambda: GradientBoostingSurvivalAnalysis(
@@ -57,10 +46,10 @@ def _compiled(frame: pd.DataFrame, y: np.ndarray, model: Any, features: Any) -> 
 
 @pytest.mark.parametrize("features", [schema.FEATURE_NAMES, schema.DESIGN], ids=["full", "design"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_parity_with_sksurv_on_every_real_row(
-    name: str, features: tuple[str, ...], study: tuple[pd.DataFrame, np.ndarray]
+def test_parity_with_sksurv_on_every_row(
+    name: str, features: tuple[str, ...], survival_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
-    frame, y = study
+    frame, y = survival_xy
     fitted, params, compiled = _compiled(frame, y, MODELS[name](), features)
     X = encode(params, frame)
     days = compiled.days  # every distinct day of the data, first to last
@@ -80,8 +69,8 @@ def test_parity_with_sksurv_on_every_real_row(
     np.testing.assert_array_equal(predictor.survival_at(big, days)[: len(frame)], got)
 
 
-def test_curves_are_survival_curves(study: tuple[pd.DataFrame, np.ndarray]) -> None:
-    frame, y = study
+def test_curves_are_survival_curves(survival_xy: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, y = survival_xy
     _, _, compiled = _compiled(frame, y, MODELS["gbsa"](), schema.FEATURE_NAMES)
     predictor = SurvivalPredictor(compiled)
     days = np.union1d(np.linspace(0, compiled.max_days, 60), compiled.days)
@@ -96,14 +85,14 @@ def test_curves_are_survival_curves(study: tuple[pd.DataFrame, np.ndarray]) -> N
     )
 
 
-def test_median_survival_days(study: tuple[pd.DataFrame, np.ndarray]) -> None:
-    frame, y = study
+def test_median_survival_days(survival_xy: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, y = survival_xy
     _, _, compiled = _compiled(frame, y, MODELS["gbsa"](), schema.FEATURE_NAMES)
     predictor = SurvivalPredictor(compiled)
     median = predictor.median_survival_days(frame)
     surv = predictor.survival_at(frame, compiled.days)
     reached = ~np.isnan(median)
-    # Maples and cherries mostly die within the study; most oaks outlive it.
+    # Maples and cherries mostly die within the survival_xy; most oaks outlive it.
     assert 0.3 < reached.mean() < 0.95
     assert np.all(np.min(surv[~reached], axis=1) > 0.5)
     idx = np.searchsorted(compiled.days, median[reached])
@@ -124,17 +113,17 @@ def test_median_survival_days(study: tuple[pd.DataFrame, np.ndarray]) -> None:
     ],
 )
 def test_bad_days_are_refused(
-    days: list[Any], message: str, study: tuple[pd.DataFrame, np.ndarray]
+    days: list[Any], message: str, survival_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
-    frame, y = study
+    frame, y = survival_xy
     _, _, compiled = _compiled(frame, y, MODELS["cox"](), schema.DESIGN)
     assert compiled.max_days == y["time"].max() == 115.5
     with pytest.raises(HorizonError, match=message):
         SurvivalPredictor(compiled).survival_at(frame.head(3), days)
 
 
-def test_only_cox_type_models_compile(study: tuple[pd.DataFrame, np.ndarray]) -> None:
-    frame, y = study
+def test_only_cox_type_models_compile(survival_xy: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, y = survival_xy
     params = fit_encoder(frame.head(300), schema.DESIGN)
     X = encode(params, frame.head(300))
     squared = GradientBoostingSurvivalAnalysis(loss="squared", n_estimators=5).fit(X, y[:300])
@@ -149,8 +138,8 @@ def test_only_cox_type_models_compile(study: tuple[pd.DataFrame, np.ndarray]) ->
 
 
 @pytest.fixture(scope="module")
-def survival_files(study: tuple[pd.DataFrame, np.ndarray]) -> dict[str, Any]:
-    frame, y = study
+def survival_files(survival_xy: tuple[pd.DataFrame, np.ndarray]) -> dict[str, Any]:
+    frame, y = survival_xy
     params = fit_encoder(frame, schema.DESIGN)
     model = MODELS["gbsa_stumps"]().fit(encode(params, frame), y)
     spec, arrays = compile_survival(params, model)
@@ -183,11 +172,11 @@ def test_malformed_baselines_are_refused(survival_files: dict[str, Any]) -> None
 
 
 def test_classifier_and_survival_files_are_not_interchangeable(
-    survival_files: dict[str, Any], study: tuple[pd.DataFrame, np.ndarray]
+    survival_files: dict[str, Any], survival_xy: tuple[pd.DataFrame, np.ndarray]
 ) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
-    frame, _ = study
+    frame, _ = survival_xy
     spec, arrays = survival_files["spec"], survival_files["arrays"]
     surv = dumps(spec, arrays)
     with pytest.raises(PredictorError, match="expected 'treesurv-compiled/1'"):

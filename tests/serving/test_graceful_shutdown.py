@@ -14,8 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import BIN
-from tests.serving_process import alive, free_port, request
+from tests.helpers import BIN, alive, free_port, request
 from treesurv.core import schema
 from treesurv.monitoring.prediction_log.reader import read_log
 

@@ -8,8 +8,7 @@ import pytest
 
 from treesurv.core import schema
 from treesurv.core.encoding import RowEncoder, encode, fit_encoder
-from treesurv.core.split import model_frame
-from treesurv.core.validation import validate, validate_file
+from treesurv.core.validation import validate
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -28,8 +27,8 @@ def test_row_encoder_equals_column_encoder(small_frame: pd.DataFrame) -> None:
         np.testing.assert_array_equal(fast.encode(row), matrix[i])
 
 
-def test_row_encoder_equals_on_real_rows(real_csv) -> None:  # type: ignore[no-untyped-def]
-    frame, _ = validate_file(real_csv)
+def test_row_encoder_equals_on_study_rows(study: pd.DataFrame) -> None:
+    frame = study
     params = fit_encoder(frame)
     matrix = encode(params, frame)
     fast = RowEncoder(params)
@@ -104,9 +103,8 @@ def test_design_only_encoder_ignores_traits(small_frame: pd.DataFrame) -> None:
     assert encode(params, frame).shape[1] == len(params.column_names())
 
 
-def test_site_one_hot_of_the_plot_missing_is_a_typical_site(real_csv) -> None:  # type: ignore[no-untyped-def]
-    frame, _ = validate_file(real_csv)
-    frame = model_frame(frame)
+def test_site_one_hot_of_the_plot_missing_is_a_typical_site(model_study: pd.DataFrame) -> None:
+    frame = model_study
     params = fit_encoder(frame, schema.DESIGN, site=True)
     names = params.column_names()
     plots = [i for i, n in enumerate(names) if n.startswith("Plot=")]

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import instances
-from tests.api.test_oip import MODEL, tensors
+from tests.helpers import OIP_MODEL as MODEL
+from tests.helpers import instances, tensors
 from treesurv.core import schema
 from treesurv.monitoring.prediction_log.lines import RotatingJsonlSink
 from treesurv.monitoring.prediction_log.queue import ERRORS_METRIC

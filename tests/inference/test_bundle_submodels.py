@@ -13,8 +13,6 @@ import pytest
 
 from tests.helpers import build_bundle, build_four_model_bundle, flip_middle_byte
 from treesurv.core import schema
-from treesurv.core.split import model_frame
-from treesurv.core.validation import validate_file
 from treesurv.inference import bundle as bundle_mod
 from treesurv.inference.bundle import (
     MANIFEST,
@@ -37,20 +35,14 @@ SUBMODEL_FILES = (
 )
 
 
-@pytest.fixture(scope="module")
-def study(real_csv: Path) -> pd.DataFrame:
-    frame, _ = validate_file(real_csv)
-    return model_frame(frame)
-
-
 @pytest.fixture
-def four(tmp_path: Path, study: pd.DataFrame) -> Path:
+def four(tmp_path: Path, model_study: pd.DataFrame) -> Path:
     path = tmp_path / "tree-survival"
-    build_four_model_bundle(path, study, "1.4.0", trees=5)
+    build_four_model_bundle(path, model_study, "1.4.0", trees=5)
     return path
 
 
-def test_four_models_by_variant(four: Path, study: pd.DataFrame) -> None:
+def test_four_models_by_variant(four: Path, model_study: pd.DataFrame) -> None:
     bundle, compiled = load_verified(four)
     require_complete(bundle)
     assert set(bundle.manifest["files"]) >= set(SUBMODEL_FILES)
@@ -62,7 +54,7 @@ def test_four_models_by_variant(four: Path, study: pd.DataFrame) -> None:
     planning = bundle.survival("planning")
     assert planning.features == schema.DESIGN
     # The planning models need no trait: design columns alone are enough.
-    design_only = study[list(schema.DESIGN)].head(20)
+    design_only = model_study[list(schema.DESIGN)].head(20)
     p = bundle.classifier("planning").proba_columns(design_only)
     assert np.all((p >= 0) & (p <= 1))
     surv = SurvivalPredictor(planning).survival_at(design_only, [30, 60, 115.5])
@@ -84,7 +76,7 @@ def test_a_missing_submodel_file_is_refused(four: Path, name: str) -> None:
 
 
 def test_invalid_submodel_refuses_the_whole_bundle(
-    tmp_path: Path, four: Path, study: pd.DataFrame
+    tmp_path: Path, four: Path, model_study: pd.DataFrame
 ) -> None:
     # Hashes that match but content that is no survival model (a classifier's files):
     # load_verified parses every sub-model, so this bundle is refused as a whole.
@@ -117,9 +109,9 @@ def test_write_refuses_submodels_without_their_files(tmp_path: Path, four: Path)
     assert not (tmp_path / "b").exists()
 
 
-def test_classifier_only_bundle_still_loads(tmp_path: Path, study: pd.DataFrame) -> None:
+def test_classifier_only_bundle_still_loads(tmp_path: Path, model_study: pd.DataFrame) -> None:
     # Bundles made before sub-models existed: the predictor is the full classifier.
-    build_bundle(tmp_path / "old", study, "0.9.0", trees=3)
+    build_bundle(tmp_path / "old", model_study, "0.9.0", trees=3)
     bundle, compiled = load_verified(tmp_path / "old")
     assert bundle.variants == ("full",)
     assert bundle.classifier().spec == compiled.spec

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from tests.conftest import good_row
+from tests.helpers import good_row, synthetic_raw, write_study_csv
 from treesurv.core.files import NA_VALUES, read_table
 from treesurv.core.validation import SCORING, TRAINING, all_valid, validate
 
 
 @pytest.fixture(scope="module")
-def raw(real_csv: Path) -> pd.DataFrame:
-    return read_table(real_csv)
+def raw(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Study rows as `read_table` reads them from a file (all text)."""
+    path = tmp_path_factory.mktemp("raw") / "study.csv"
+    return read_table(write_study_csv(path, synthetic_raw(600, seed=3)))
 
 
-def test_clean_real_rows_take_the_fast_path_with_the_same_result(raw: pd.DataFrame) -> None:
+def test_clean_rows_take_the_fast_path_with_the_same_result(raw: pd.DataFrame) -> None:
     fast = all_valid(raw)
     assert fast is not None
-    clean, report = validate(raw, "real", SCORING)
+    clean, report = validate(raw, "rows", SCORING)
     assert report.ok
     pd.testing.assert_frame_equal(fast, clean)
 

@@ -4,6 +4,7 @@ against a real four-model bundle; answers are checked against the compiled model
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import ClientFactory, instances
+from tests.helpers import API_KEY, instances, place
 from treesurv.core import schema
 from treesurv.inference.bundle import read_bundle
 from treesurv.inference.predictor import FastPredictor, SurvivalPredictor
@@ -35,7 +36,7 @@ def models(bundle_four: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def four(make_client: ClientFactory, bundle_four: Path) -> TestClient:
+def four(make_client: Callable[..., Any], bundle_four: Path) -> TestClient:
     return make_client(bundle_four)  # type: ignore[no-any-return]
 
 
@@ -295,10 +296,8 @@ def test_page_and_its_form_description(four: TestClient, models: dict[str, Any])
 
 
 def test_a_reload_swaps_all_four_models_together(
-    make_client: ClientFactory, bundle_four: Path, bundle_v1: Path, tmp_path: Path
+    make_client: Callable[..., Any], bundle_four: Path, bundle_v1: Path, tmp_path: Path
 ) -> None:
-    from tests.api.conftest import API_KEY
-    from tests.api.test_reload import place
 
     model_dir = tmp_path / "served"
     place(bundle_v1, model_dir)

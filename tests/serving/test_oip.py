@@ -10,26 +10,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import instances
+from tests.helpers import OIP_MODEL, instances, tensors
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
 
-MODEL = "/v2/models/tree-survival"
-
-
-def tensors(rows: list[dict[str, Any]], nested: bool = False) -> list[dict[str, Any]]:
-    out = []
-    for f in schema.FEATURES:
-        values = [r.get(f.name) for r in rows]
-        out.append(
-            {
-                "name": f.name,
-                "shape": [len(rows), 1] if nested else [len(rows)],
-                "datatype": "BYTES" if f.kind == "categorical" else "FP64",
-                "data": [[v] for v in values] if nested else values,
-            }
-        )
-    return out
+MODEL = OIP_MODEL
 
 
 def test_health_and_server_metadata(client: TestClient) -> None:

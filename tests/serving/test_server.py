@@ -14,9 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.api.conftest import instances
-from tests.conftest import BIN
-from tests.serving_process import free_port, request, running, wait_for_workers
+from tests.helpers import BIN, free_port, instances, request, running, wait_for_workers
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
 
@@ -24,12 +22,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_uvicorn_server_on_the_real_bundle(
-    bundle_dir: Path, study: pd.DataFrame, tmp_path: Path
+    bundle_dir: Path, real_study: pd.DataFrame, tmp_path: Path
 ) -> None:
     port = free_port()
     cmd = [str(BIN / "treesurv"), "serve", "--port", str(port), "--model", str(bundle_dir)]
     bundle, compiled = load_verified(bundle_dir)
-    rows = study.sample(200, random_state=4)
+    rows = real_study.sample(200, random_state=4)
     with running(cmd, {"TREESURV_WATCH_INTERVAL": "0"}, port, tmp_path, "/readyz") as base:
         status, body = request(f"{base}/v1/predictions", {"instances": instances(rows)})
         assert status == 200
