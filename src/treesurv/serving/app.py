@@ -26,8 +26,8 @@ from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, http, model_choice
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, RequestTelemetry
-from treesurv.serving.routes import ROUTERS, open_inference, survival
-from treesurv.serving.schemas import Instance, PredictionRequest
+from treesurv.serving.routes import ROUTERS, kserve_v1, mlflow, open_inference, survival
+from treesurv.serving.schemas import Instance, LegacyInstance, PredictionRequest
 from treesurv.serving.settings import Settings
 from treesurv.serving.state import ModelState
 
@@ -38,7 +38,9 @@ How likely is a tree seedling to die? Send the ten measurements of one or more
 seedlings to **`POST /v1/predictions`**; every answer carries the model version.
 Invalid input gets a 422 that names the field, the value and what is allowed.
 The model's schema, metrics and card are at `GET /v1/model`. The same model
-answers the Open Inference Protocol (V2) under `/v2`.
+answers the Open Inference Protocol (V2) under `/v2`, KServe's V1 protocol at
+`/v1/models/tree-survival:predict` and MLflow's scoring protocol at `/invocations`.
+The original API, `POST /v1/predic`, keeps taking what its clients sent.
 """
 
 
@@ -162,7 +164,14 @@ def openapi_document(app: FastAPI, max_batch: int, max_days: float | None) -> di
     )
     # Routes that parse their own body (http.parse) reference these models.
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    for model in (PredictionRequest, Instance, *survival.BODY_MODELS):
+    for model in (
+        PredictionRequest,
+        Instance,
+        LegacyInstance,
+        *survival.BODY_MODELS,
+        *kserve_v1.BODY_MODELS,
+        *mlflow.BODY_MODELS,
+    ):
         doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(doc.pop("$defs", {}))
         schemas[model.__name__] = doc

@@ -23,6 +23,8 @@ BODY_FIELDS = {
     "/v1/predictions": ("instances", "horizon_days"),
     "/v1/survival": ("instances", "horizons"),
     "/v1/compare": ("instance", "vary", "values", "steps", "horizon_days"),
+    "/v1/models/{model_name}:predict": ("instances",),
+    "/invocations": ("dataframe_split", "dataframe_records", "instances", "inputs"),
 }
 
 NOT_READY: dict[int | str, dict[str, Any]] = {

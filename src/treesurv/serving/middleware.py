@@ -3,7 +3,8 @@
 `RequestTelemetry` (outermost) times every HTTP request and counts it by route template and
 status, adds the request id and the security headers, and feeds the prediction log;
 `BodyLimit` answers 413 to bodies above the limit, from the Content-Length header
-when there is one, or while streaming otherwise.
+when there is one, or while streaming otherwise, after reading the rest of the body
+(up to a bound) so that every client gets to read the answer.
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ class BodyTooLarge(InputError):
     pass
 
 
+# A refused body is read and dropped up to this many bytes before the 413 is sent:
+# a client still sending when the server closes gets a connection reset instead of
+# the answer (Python's `requests` and `urllib` do). Past it the body is cut off.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = drain_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,6 +44,8 @@ class BodyLimit:
         length = _content_length(scope)
         if length is not None:
             if length > self.max_bytes:
+                if length <= self.drain_bytes:
+                    await self._drain(receive, 0)
                 await self._refuse(send, length)
                 return
             await self.app(scope, receive, send)  # the server enforces the declared length
@@ -63,7 +73,18 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
+                await self._drain(receive, received)
                 await self._refuse(send, None)
+
+    async def _drain(self, receive: Receive, received: int) -> None:
+        """Read and drop the rest of the body, up to `drain_bytes` in all."""
+        while received <= self.drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, send: Send, length: int | None) -> None:
         got = f"{length} bytes" if length is not None else "more"

@@ -64,14 +64,15 @@ FULL_MODE: JsonDict = {"required": list(REQUIRED_TRAITS)}
 PLANNING_MODE: JsonDict = {"not": {"anyOf": [{"required": [t]} for t in REQUIRED_TRAITS]}}
 
 
-def rule_branches(planning: bool = False) -> list[JsonValue]:
+def rule_branches(planning: bool = False, legacy: bool = False) -> list[JsonValue]:
     """The cross-field rules as JSON Schema: one branch per Species x Soil pair, fixing
     what the rules imply (Sterile, Conspecific, whether EMF is given). The OpenAPI
     document thus says exactly which instances are valid, so generated clients and
     schema-driven fuzzers (schemathesis) see the same rules as `rule_violations`.
 
     With `planning`, each pair has two branches: all traits given (full model) or
-    none of them (planning model, where EMF is absent too)."""
+    none of them (planning model, where EMF is absent too). With `legacy` (the
+    original API), EMF 0 also stands for "no EMF" for AMF species."""
     non_sterile = next(s for s in schema.STERILE if s != "Sterile")
     branches: list[JsonValue] = []
     for species in schema.SPECIES:
@@ -83,8 +84,11 @@ def rule_branches(planning: bool = False) -> list[JsonValue]:
                 "Sterile": {"const": "Sterile" if soil == "Sterile" else non_sterile},
                 "Conspecific": {"const": schema.expected_conspecific(species, soil)},
             }
+            no_emf: JsonDict = (
+                {"anyOf": [{"type": "null"}, {"const": 0}]} if legacy else {"type": "null"}
+            )
             full: JsonDict = {
-                "properties": {**design, "EMF": {"type": "null"} if amf else {"type": "number"}}
+                "properties": {**design, "EMF": no_emf if amf else {"type": "number"}}
             }
             if not amf:
                 full["required"] = ["EMF"]
@@ -172,12 +176,49 @@ def _planning_instance_model() -> type[BaseModel]:
     )
 
 
+class _LegacyInstanceBase(_InstanceBase):
+    """The original API's instance: its clients sent EMF 0 for the AMF species, which
+    have no ectomycorrhiza; there 0, null and an omitted EMF all mean "no EMF"."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [schema.EXAMPLE], "anyOf": rule_branches(legacy=True)}
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _emf_zero_means_none(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("Species"), str)
+            and schema.SPECIES_MYCO.get(data["Species"]) == "AMF"
+            and type(data.get("EMF")) in (int, float)
+            and data["EMF"] == 0
+        ):
+            return {**data, "EMF": None}
+        return data
+
+
+def _legacy_instance_model() -> type[BaseModel]:
+    fields = {f.name: _field(f) for f in schema.FEATURES}
+    return create_model(  # type: ignore[call-overload]
+        "LegacyInstance",
+        __base__=_LegacyInstanceBase,
+        __doc__=(
+            "One seedling, as the original API took it: the ten inputs; for AMF species "
+            "(Acer saccharum, Prunus serotina) EMF is 0, null or omitted."
+        ),
+        **fields,
+    )
+
+
 if TYPE_CHECKING:
     Instance: TypeAlias = _InstanceBase
     PredictionInstance: TypeAlias = _InstanceBase
+    LegacyInstance: TypeAlias = _InstanceBase
 else:
     Instance = _instance_model()
     PredictionInstance = _planning_instance_model()
+    LegacyInstance = _legacy_instance_model()
 
 MAX_VARIANTS = 50  # values of one what-if
 

@@ -7,6 +7,8 @@ from fastapi import APIRouter
 
 from treesurv.serving.routes import (
     admin,
+    kserve_v1,
+    mlflow,
     model,
     open_inference,
     operations,
@@ -24,5 +26,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,  # POST /v1/admin/reload
     open_inference.router,  # /v2/...
     survival.router,  # /v1/survival, /v1/compare
+    kserve_v1.router,  # KServe V1: /v1/models/{name}, /v1/models/{name}:predict
+    mlflow.router,  # MLflow scoring: /invocations, /ping, /health, /version
     web.router,  # the web page at /
 )

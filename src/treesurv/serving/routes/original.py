@@ -9,9 +9,15 @@ from treesurv.core import schema
 from treesurv.monitoring.service import remember
 from treesurv.serving.deps import served_model
 from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
-from treesurv.serving.schemas import Instance, LegacyResponse
+from treesurv.serving.schemas import LegacyInstance, LegacyResponse
 
 router = APIRouter(route_class=RequestRoute)
+LEGACY_EXAMPLES = {
+    "one seedling": {"value": schema.EXAMPLE},
+    "AMF species, EMF 0 (as the original clients sent it)": {
+        "value": {**schema.EXAMPLE, "Species": "Acer saccharum", "EMF": 0.0}
+    },
+}
 
 
 @router.post(
@@ -21,12 +27,14 @@ router = APIRouter(route_class=RequestRoute)
     deprecated=True,
     tags=["predictions"],
     summary="The original API (kept for old clients)",
-    openapi_extra=body_schema(Instance, {"one seedling": {"value": schema.EXAMPLE}}),
+    openapi_extra=body_schema(LegacyInstance, LEGACY_EXAMPLES),
 )
 async def predic(request: Request) -> Response:
     """One flat seedling in, `{"Event": 1.0}` (dies) or `{"Event": 0.0}` out.
-    Use `POST /v1/predictions` in new clients: it also gives the probability."""
-    body = await parse(request, Instance)
+    Accepts what the original service accepted: for AMF species EMF may be 0 (as its
+    clients sent it), null or omitted. Use `POST /v1/predictions` in new clients: it
+    also gives the probability, and its EMF rule is strict."""
+    body = await parse(request, LegacyInstance)
     served = served_model(request)
     p = served.predictor.predict_one(body.__dict__)
     request.app.state.metrics.observe_predictions("v1_predic", (p,))
