@@ -62,8 +62,10 @@ run: pipeline production serve ## Set up, pull the data, run the pipeline and se
 retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
+# The whole suite, in random order (pytest-randomly prints its seed; replay an order
+# with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly"): one pipeline run.
 test: setup browser lint typecheck security ## Lint, type-check, security checks and the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
 # WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
@@ -75,7 +77,9 @@ browser: ## Install chromium and chromium-driver (Debian packages) for the brows
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver; }
 
-test-fast: setup ## Only the quick tests (no real pipeline, no servers)
+# Hermetic: tiny in-memory frames, no ../shared, no DVC, no git (tests/conftest.py
+# fails a fast test that reaches for them).
+test-fast: setup ## Only the quick, hermetic tests (no data remote, no pipeline, no servers, no git)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: docs

@@ -21,7 +21,7 @@ def test_health_and_server_metadata(client: TestClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     meta = client.get("/v2").json()
-    assert meta["name"] == "treesurv" and meta["extensions"] == []
+    assert meta["name"] == "treesurv" and meta["extensions"] == ["binary_tensor_data"]
     assert client.get(f"{MODEL}/ready").json() == {"name": "tree-survival", "ready": True}
 
 
