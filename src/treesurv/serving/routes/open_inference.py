@@ -1,11 +1,17 @@
 """The Open Inference Protocol (KServe/MLServer/Triton "V2") over the same model.
 
 One input tensor per feature, as MLServer's pandas codec sends a table: BYTES for
-the categorical features, FP64 for the numbers (EMF may hold nulls), shape [N] or
-[N, 1]. Outputs: `death_probability` and `survival_probability` (FP64) and
-`predicted_event` (INT64), shape [N]. Errors follow the protocol: a non-200
-status with `{"error": "..."}`; the message names the tensor, the row, the value
-and what is allowed, from the same schema and rules as the v1 API.
+the categorical features, FP64 (or another numeric type) for the numbers, shape [N]
+or [N, 1]. A missing EMF (AMF species) is a JSON null, a left-out EMF tensor, or NaN
+in the tensor; NaN anywhere else is refused. Outputs: `death_probability` and
+`survival_probability` (FP64) and `predicted_event` (INT64), shape [N].
+
+The body is read as the protocol defines it whatever its `Content-Type` says
+(`tritonclient` sends none). Triton's binary tensor data extension is supported
+(`treesurv.serving.binary_tensors`): inputs sent as raw bytes after the JSON object,
+outputs answered that way when asked. Errors follow the protocol: a non-200 status
+with `{"error": "..."}`; the message names the tensor, the row, the value and what
+is allowed, from the same schema and rules as the v1 API.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,9 +30,10 @@ from treesurv import __version__
 from treesurv.core import schema
 from treesurv.core.errors import InputError
 from treesurv.monitoring.service import remember
+from treesurv.serving import binary_tensors as binary
 from treesurv.serving import errors
 from treesurv.serving.deps import model_state, settings_of
-from treesurv.serving.http import json_response
+from treesurv.serving.http import JSON, json_response
 from treesurv.serving.schemas import ErrorResponse, Instance
 from treesurv.serving.scoring import score
 from treesurv.serving.state import Served
@@ -50,6 +59,10 @@ OUTPUTS = {
     "survival_probability": "FP64",
     "predicted_event": "INT64",
 }
+EXTENSIONS = [binary.EXTENSION]
+# Parameters of extensions this server does not implement: refused, never ignored.
+SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+MAX_LISTED_ROWS = 5  # rows named in one error message
 
 
 def datatype(feature: schema.Feature) -> str:
@@ -65,7 +78,9 @@ class RequestInput(_Open):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = Field(
+        None, description="The values, row major; absent when sent as binary (binary_data_size)."
+    )
 
 
 class RequestOutput(_Open):
@@ -90,7 +105,8 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
 
 
 class InferenceResponse(BaseModel):
@@ -124,14 +140,25 @@ def error_response(message: str, status: int = 400) -> Response:
     return json_response({"error": message}, status)
 
 
+def _under_v2(path: str) -> bool:
+    return path == router.prefix or path.startswith(router.prefix + "/")
+
+
 async def http_error_handler(request: Request, exc: Exception) -> Response:
-    """HTTP errors raised before an endpoint runs (e.g. a body FastAPI cannot parse):
-    the protocol's `{"error": ...}` under /v2, FastAPI's usual answer elsewhere."""
+    """HTTP errors raised before an endpoint runs (an unknown path, a wrong method):
+    the protocol's `{"error": ...}` under /v2, FastAPI's usual answer elsewhere. The
+    path decides, not the route: an unknown path has none."""
     assert isinstance(exc, StarletteHTTPException)
-    route = getattr(request.scope.get("route"), "path", "")
-    if route.startswith(router.prefix):
-        return error_response(str(exc.detail), exc.status_code)
-    return await http_exception_handler(request, exc)
+    if not _under_v2(request.url.path):
+        return await http_exception_handler(request, exc)
+    message = str(exc.detail)
+    if exc.status_code == 404 and request.scope.get("route") is None:
+        message = (
+            f"no such path {request.url.path!r}; the protocol's paths are /v2, "
+            "/v2/health/live, /v2/health/ready and /v2/models/{name}[/versions/{version}]"
+            "[/ready | /infer]"
+        )
+    return json_response({"error": message}, exc.status_code)
 
 
 class ErrorBody(BaseModel):
@@ -147,10 +174,77 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 # The body limit is enforced before the protocol sees the request (service error format).
 INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The outputs; with binary outputs asked for (binary tensor data "
+        "extension), the JSON object followed by their raw data",
+        "content": {binary.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            binary.HEADER: {
+                "description": "Length of the JSON object (only with binary outputs)",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
     **ERRORS,
     413: {"model": ErrorResponse, "description": "Request body above the size limit"},
 }
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+
+# ------------------------------------------------------------------ the request
+
+
+def _inline(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema with its definitions written in place (the document's
+    components hold only the models `create_app` adds)."""
+    doc = model.model_json_schema()
+    defs = doc.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(doc)
+
+
+def _example() -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": f.name, "shape": [1], "datatype": datatype(f), "data": [f.example]}
+            for f in schema.FEATURES
+        ]
+    }
+
+
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request. The body is read as JSON whatever the "
+        f"Content-Type says; with the {binary.HEADER} header, that many bytes of JSON "
+        "are followed by the binary data of the inputs that give binary_data_size "
+        "(Triton's binary tensor data extension).",
+        "content": {JSON: {"schema": _inline(InferenceRequest), "example": _example()}},
+    }
+}
+
+
+def parse_request(body: bytes) -> InferenceRequest:
+    """The JSON part of an infer request, validated; ProtocolError says what is wrong."""
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as exc:
+        items = errors.describe_all(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)],
+            container_fields=("inputs",),
+            instance_fields=schema.FEATURE_NAMES,
+        )
+        raise ProtocolError("; ".join(i["msg"] for i in items)) from None
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -162,8 +256,20 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def rows_from_tensors(inputs: list[RequestInput], max_batch: int) -> list[dict[str, Any]]:
-    """The instances a V2 request carries; ProtocolError says what is wrong."""
+def _refuse_shared_memory(kind: str, name: str, parameters: dict[str, Any] | None) -> None:
+    used = [p for p in SHARED_MEMORY if p in (parameters or {})]
+    if used:
+        raise ProtocolError(
+            f"{kind} {name!r}: {used[0]} asks for the shared memory extension, which this "
+            "server does not have; send the data in the request"
+        )
+
+
+def _checked(
+    inputs: list[RequestInput], max_batch: int
+) -> tuple[dict[str, RequestInput], dict[str, list[Any]]]:
+    """The tensors by name, their names, datatypes, shapes and row counts checked, and
+    the values of those sent as JSON, flattened and counted."""
     by_name: dict[str, RequestInput] = {}
     for tensor in inputs:
         if tensor.name in by_name:
@@ -181,11 +287,10 @@ def rows_from_tensors(inputs: list[RequestInput], max_batch: int) -> list[dict[s
             f"missing input(s) {', '.join(missing)}; every feature is one tensor "
             "(EMF may be left out when every row is an AMF species)"
         )
-    columns: dict[str, list[Any]] = {}
     rows_n: int | None = None
+    flat: dict[str, list[Any]] = {}
     for name, tensor in by_name.items():
-        feature = schema.FEATURES_BY_NAME[name]
-        expected = datatype(feature)
+        expected = datatype(schema.FEATURES_BY_NAME[name])
         if expected == "BYTES" and tensor.datatype != "BYTES":
             raise ProtocolError(f"input {name!r}: datatype must be BYTES, got {tensor.datatype!r}")
         if expected == "FP64" and tensor.datatype not in NUMERIC_TYPES:
@@ -196,11 +301,15 @@ def rows_from_tensors(inputs: list[RequestInput], max_batch: int) -> list[dict[s
         shape = tensor.shape
         if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1) or shape[0] < 0:
             raise ProtocolError(f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
-        values = _flatten(tensor.data)
-        if len(values) != math.prod(shape):
-            raise ProtocolError(
-                f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(values)}"
-            )
+        _refuse_shared_memory("input", name, tensor.parameters)
+        if tensor.data is not None:
+            values = _flatten(tensor.data)
+            if len(values) != math.prod(shape):
+                raise ProtocolError(
+                    f"input {name!r}: shape {shape} needs {math.prod(shape)} values, "
+                    f"got {len(values)}"
+                )
+            flat[name] = values
         if rows_n is None:
             rows_n = shape[0]
         elif shape[0] != rows_n:
@@ -208,10 +317,94 @@ def rows_from_tensors(inputs: list[RequestInput], max_batch: int) -> list[dict[s
                 f"input {name!r} has {shape[0]} rows but others have {rows_n}; "
                 "every input needs the same number of rows"
             )
-        columns[name] = values
     n = rows_n or 0
     if n < 1 or n > max_batch:
         raise ProtocolError(f"got {n} rows; a request holds 1 to {max_batch} rows")
+    return by_name, flat
+
+
+def _binary_shares(inputs: list[RequestInput], data: bytes, framed: bool) -> dict[str, bytes]:
+    """Each binary input's bytes (binary_data_size, in the order the inputs are listed)."""
+    sizes: dict[str, int] = {}
+    for tensor in inputs:
+        size = (tensor.parameters or {}).get(binary.SIZE)
+        if size is None:
+            if tensor.data is None:
+                raise ProtocolError(
+                    f"input {tensor.name!r} has no data: give `data`, or binary_data_size "
+                    f"and its bytes after the JSON object ({binary.HEADER})"
+                )
+            continue
+        if tensor.data is not None:
+            raise ProtocolError(
+                f"input {tensor.name!r} gives both `data` and binary_data_size; give one"
+            )
+        try:
+            sizes[tensor.name] = binary.data_size(size)
+        except binary.BinaryDataError as exc:
+            raise ProtocolError(f"input {tensor.name!r}: {exc}") from None
+    if sizes and not framed:
+        first = next(iter(sizes))
+        raise ProtocolError(
+            f"input {first!r} is sent as binary data (binary_data_size) but the request "
+            f"has no {binary.HEADER} header saying where the JSON object ends"
+        )
+    try:
+        shares = binary.split_data(data, list(sizes.values()))
+    except binary.BinaryDataError as exc:
+        raise ProtocolError(str(exc)) from None
+    return dict(zip(sizes, shares, strict=True))
+
+
+def _decoded(tensor: RequestInput, raw: bytes) -> list[Any] | np.ndarray:
+    """A binary input's values: text for BYTES, float64 for the numeric types."""
+    count = math.prod(tensor.shape)
+    try:
+        if tensor.datatype == "BYTES":
+            return binary.decode_text(raw, count)
+        return binary.decode_fixed(raw, tensor.datatype, count).astype(np.float64)
+    except binary.BinaryDataError as exc:
+        raise ProtocolError(f"input {tensor.name!r} (binary data): {exc}") from None
+
+
+def _nan_rows(values: list[Any] | np.ndarray) -> np.ndarray:
+    """Indices of the NaN values of a numeric column."""
+    if isinstance(values, np.ndarray):
+        return np.flatnonzero(np.isnan(values))
+    mask = [isinstance(v, float) and math.isnan(v) for v in values]
+    return np.flatnonzero(np.asarray(mask, dtype=bool))
+
+
+def _missing_as_none(feature: schema.Feature, values: list[Any] | np.ndarray) -> list[Any]:
+    """A column as Python values: in a numeric one NaN is None (missing) where the schema
+    allows a missing value, and refused, naming the rows, where it does not."""
+    nan = _nan_rows(values) if feature.kind != "categorical" else np.empty(0, dtype=np.intp)
+    out = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if nan.size and not feature.nullable:
+        shown = ", ".join(str(i) for i in nan[:MAX_LISTED_ROWS])
+        more = f" and {nan.size - MAX_LISTED_ROWS} more" if nan.size > MAX_LISTED_ROWS else ""
+        may = ", ".join(f"{f.name} ({f.null_means})" for f in schema.FEATURES if f.nullable)
+        raise ProtocolError(
+            f"row[{nan[0]}].{feature.name}: NaN (a missing value) is not allowed; must be "
+            f"{feature.allowed()} (input {feature.name!r}, NaN in rows {shown}{more}; "
+            f"only {may} may be missing)"
+        )
+    for i in nan.tolist():
+        out[i] = None
+    return out
+
+
+def rows_from_tensors(
+    inputs: list[RequestInput], max_batch: int, data: bytes = b"", framed: bool = False
+) -> list[dict[str, Any]]:
+    """The instances a V2 request carries (`data`: the binary part after the JSON object,
+    `framed`: the request said where the JSON ends); ProtocolError says what is wrong."""
+    by_name, flat = _checked(inputs, max_batch)
+    shares = _binary_shares(inputs, data, framed)
+    columns: dict[str, list[Any]] = {}
+    for name, tensor in by_name.items():
+        values = flat[name] if name in flat else _decoded(tensor, shares[name])
+        columns[name] = _missing_as_none(schema.FEATURES_BY_NAME[name], values)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
@@ -236,6 +429,39 @@ def validate_rows(rows: list[dict[str, Any]]) -> list[Instance]:
     if problems:
         raise ProtocolError("; ".join(problems))
     return out
+
+
+def requested_outputs(body: InferenceRequest) -> list[tuple[str, bool]]:
+    """The outputs to answer, each with whether it goes as binary data: the output's
+    `binary_data` parameter, else the request's `binary_data_output`, else JSON."""
+    default = _flag((body.parameters or {}).get(binary.ALL_OUTPUTS, False), binary.ALL_OUTPUTS)
+    if not body.outputs:
+        return [(name, default) for name in OUTPUTS]
+    unknown = [o.name for o in body.outputs if o.name not in OUTPUTS]
+    if unknown:
+        raise ProtocolError(
+            f"unknown output(s) {', '.join(map(repr, unknown))}; "
+            f"the outputs are {', '.join(OUTPUTS)}"
+        )
+    wanted: list[tuple[str, bool]] = []
+    for output in body.outputs:
+        parameters = output.parameters or {}
+        if any(name == output.name for name, _ in wanted):
+            raise ProtocolError(f"output {output.name!r} is asked for twice")
+        if parameters.get("classification"):
+            raise ProtocolError(
+                f"output {output.name!r}: classification asks for the classification "
+                "extension, which this server does not have (predicted_event is the class)"
+            )
+        _refuse_shared_memory("output", output.name, parameters)
+        wanted.append((output.name, _flag(parameters.get(binary.OUTPUT, default), binary.OUTPUT)))
+    return wanted
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"parameter {name} must be true or false, got {value!r}")
+    return value
 
 
 def _served(request: Request, model_name: str, version: str | None = None) -> Served:
@@ -268,7 +494,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("", response_model=ServerMetadata)
 async def server_metadata() -> Response:
-    return json_response({"name": "treesurv", "version": __version__, "extensions": []})
+    return json_response({"name": "treesurv", "version": __version__, "extensions": EXTENSIONS})
 
 
 # ------------------------------------------------------------------------ model
@@ -306,65 +532,109 @@ async def model_version_metadata(model_name: str, model_version: str, request: R
         return error_response(str(exc), exc.status)
 
 
-@router.get("/models/{model_name}/ready", responses=ERRORS)
-async def model_ready(model_name: str, request: Request) -> Response:
+def _ready(request: Request, model_name: str, version: str | None) -> Response:
     try:
-        served = _served(request, model_name)
+        served = _served(request, model_name, version)
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
     return json_response({"name": served.name, "ready": True})
 
 
-async def _infer(
-    body: InferenceRequest, request: Request, model_name: str, version: str | None
-) -> Response:
+@router.get("/models/{model_name}/ready", responses=ERRORS)
+async def model_ready(model_name: str, request: Request) -> Response:
+    return _ready(request, model_name, None)
+
+
+@router.get("/models/{model_name}/versions/{model_version}/ready", responses=ERRORS)
+async def model_version_ready(model_name: str, model_version: str, request: Request) -> Response:
+    return _ready(request, model_name, model_version)
+
+
+async def _infer(request: Request, model_name: str, version: str | None) -> Response:
     try:
         served = _served(request, model_name, version)
-        rows = rows_from_tensors(body.inputs, settings_of(request).max_batch)
-        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
-        unknown = [n for n in wanted if n not in OUTPUTS]
-        if unknown:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
             raise ProtocolError(
-                f"unknown output(s) {', '.join(map(repr, unknown))}; "
-                f"the outputs are {', '.join(OUTPUTS)}"
+                f"Content-Encoding {encoding!r} is not supported; send the body uncompressed"
             )
+        header = request.headers.get(binary.HEADER)
+        try:
+            head, data = binary.split_body(await request.body(), header)
+        except binary.BinaryDataError as exc:
+            raise ProtocolError(str(exc)) from None
+        body = parse_request(head)
+        rows = rows_from_tensors(
+            body.inputs, settings_of(request).max_batch, data, framed=header is not None
+        )
+        wanted = requested_outputs(body)
         instances = validate_rows(rows)
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
     probabilities = await score(served.predictor, [i.__dict__ for i in instances])
     request.app.state.metrics.observe_predictions("v2", probabilities)
     remember(request.scope, served.version, instances, probabilities)
+    return _answer(served, body.id, wanted, probabilities)
+
+
+def _answer(
+    served: Served,
+    request_id: str | None,
+    wanted: list[tuple[str, bool]],
+    probabilities: list[float],
+) -> Response:
+    """The outputs asked for: JSON data, or binary data after the JSON object."""
     threshold = served.bundle.threshold
-    data = {
+    data: dict[str, list[float] | list[int]] = {
         "death_probability": probabilities,
         "survival_probability": [1.0 - p for p in probabilities],
         "predicted_event": [1 if p >= threshold else 0 for p in probabilities],
     }
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, as_binary in wanted:
+        output: dict[str, Any] = {"name": name, "shape": [len(probabilities)]}
+        output["datatype"] = OUTPUTS[name]
+        if as_binary:
+            chunks.append(binary.encode_fixed(data[name], OUTPUTS[name]))
+            output["parameters"] = {binary.SIZE: len(chunks[-1])}
+        else:
+            output["data"] = data[name]
+        outputs.append(output)
     answer: dict[str, Any] = {
         "model_name": served.name,
         "model_version": served.version,
-        "outputs": [
-            {"name": n, "shape": [len(probabilities)], "datatype": OUTPUTS[n], "data": data[n]}
-            for n in wanted
-        ],
+        "outputs": outputs,
     }
-    if body.id is not None:
-        answer["id"] = body.id
-    return json_response(answer)
+    if request_id is not None:
+        answer["id"] = request_id
+    if not chunks:
+        return json_response(answer)
+    head = orjson.dumps(answer)
+    return Response(
+        b"".join([head, *chunks]),
+        media_type=binary.MEDIA_TYPE,
+        headers={binary.HEADER: str(len(head))},
+    )
 
 
-@router.post("/models/{model_name}/infer", response_model=InferenceResponse, responses=INFER_ERRORS)
-async def infer(model_name: str, body: InferenceRequest, request: Request) -> Response:
+@router.post(
+    "/models/{model_name}/infer",
+    response_model=InferenceResponse,
+    responses=INFER_ERRORS,
+    openapi_extra=INFER_BODY,
+)
+async def infer(model_name: str, request: Request) -> Response:
     """Score seedlings sent as V2 tensors (one tensor per feature)."""
-    return await _infer(body, request, model_name, None)
+    return await _infer(request, model_name, None)
 
 
 @router.post(
     "/models/{model_name}/versions/{model_version}/infer",
     response_model=InferenceResponse,
     responses=INFER_ERRORS,
+    openapi_extra=INFER_BODY,
 )
-async def infer_version(
-    model_name: str, model_version: str, body: InferenceRequest, request: Request
-) -> Response:
-    return await _infer(body, request, model_name, model_version)
+async def infer_version(model_name: str, model_version: str, request: Request) -> Response:
+    """Score seedlings on the named version of the model."""
+    return await _infer(request, model_name, model_version)
