@@ -234,17 +234,22 @@ INFER_BODY: dict[str, Any] = {
 }
 
 
-def parse_request(body: bytes) -> InferenceRequest:
-    """The JSON part of an infer request, validated; ProtocolError says what is wrong."""
+def parse_request(body: bytes, framed: bool = False) -> InferenceRequest:
+    """The JSON part of an infer request, validated; ProtocolError says what is wrong
+    (`framed`: the request said where its JSON ends)."""
     try:
         return InferenceRequest.model_validate_json(body)
     except ValidationError as exc:
+        problems = exc.errors(include_url=False)
         items = errors.describe_all(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)],
+            [{**e, "loc": ("body", *e["loc"])} for e in problems],
             container_fields=("inputs",),
             instance_fields=schema.FEATURE_NAMES,
         )
-        raise ProtocolError("; ".join(i["msg"] for i in items)) from None
+        message = "; ".join(i["msg"] for i in items)
+        if not framed and any("trailing characters" in str(e.get("ctx")) for e in problems):
+            message += f" (binary data after the JSON object needs the {binary.HEADER} header)"
+        raise ProtocolError(message) from None
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -563,7 +568,7 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
             head, data = binary.split_body(await request.body(), header)
         except binary.BinaryDataError as exc:
             raise ProtocolError(str(exc)) from None
-        body = parse_request(head)
+        body = parse_request(head, framed=header is not None)
         rows = rows_from_tensors(
             body.inputs, settings_of(request).max_batch, data, framed=header is not None
         )
