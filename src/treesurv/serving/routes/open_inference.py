@@ -557,7 +557,6 @@ async def model_version_ready(model_name: str, model_version: str, request: Requ
 
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:
     try:
-        served = _served(request, model_name, version)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise ProtocolError(
@@ -569,6 +568,9 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         except binary.BinaryDataError as exc:
             raise ProtocolError(str(exc)) from None
         body = parse_request(head, framed=header is not None)
+        # As before the protocol reads the tensors: a malformed body is a 400 whatever
+        # the model's name, then an unknown model a 404 or no model a 503.
+        served = _served(request, model_name, version)
         rows = rows_from_tensors(
             body.inputs, settings_of(request).max_batch, data, framed=header is not None
         )
