@@ -176,8 +176,15 @@ def openapi_document(app: FastAPI, max_batch: int, max_days: float | None) -> di
         schemas.update(doc.pop("$defs", {}))
         schemas[model.__name__] = doc
     # The limits are settings or come from the bundle, so they are added here.
-    for name in ("PredictionRequest", "SurvivalRequest"):
-        schemas[name]["properties"]["instances"]["maxItems"] = max_batch
+    for name, field in (
+        ("PredictionRequest", "instances"),
+        ("SurvivalRequest", "instances"),
+        ("V1Request", "instances"),
+        ("RecordsBody", "dataframe_records"),
+        ("InstancesBody", "instances"),
+        ("InputsBody", "inputs"),
+    ):
+        schemas[name]["properties"][field]["maxItems"] = max_batch
     day: dict[str, Any] = {"minimum": 0}
     if max_days is not None:
         day["maximum"] = max_days

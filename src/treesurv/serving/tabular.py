@@ -102,16 +102,19 @@ def rows_from_split(value: Any, loc: Loc) -> tuple[list[Any], Locator]:
 
 def rows_from_csv(text: str) -> tuple[list[Any], Locator]:
     """CSV with a header row; empty cells are missing, numeric cells are numbers."""
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     numeric = set(schema.NUMERIC) | {schema.SITE.name}
     rows: list[dict[str, Any]] = []
-    for record in reader:
-        row: dict[str, Any] = {}
-        for key, cell in record.items():
-            if key is None:  # more cells than header fields
-                raise invalid(("csv", len(rows)), "more cells than columns", cell, "one per column")
-            row[key] = _cell(cell, key in numeric)
-        rows.append(row)
+    try:
+        for record in reader:
+            row: dict[str, Any] = {}
+            for key, cell in record.items():
+                if key is None:  # more cells than header fields
+                    raise invalid(("csv", len(rows)), "more cells than columns", cell, "one each")
+                row[key] = _cell(cell, key in numeric)
+            rows.append(row)
+    except csv.Error as exc:
+        raise invalid(("csv", len(rows)), f"not CSV: {exc}", None, "CSV text") from None
     if not rows:
         raise invalid(
             ("csv",), "no rows after the header", text[:200], "a header and 1 or more rows"

@@ -7,6 +7,8 @@ in schema order; each prediction is the /v1/predictions item for its instance.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,12 +17,14 @@ from treesurv.core import schema
 from treesurv.core.config import MODEL_NAME
 from treesurv.serving.deps import model_state
 from treesurv.serving.http import INVALID, RequestRoute, json_response
-from treesurv.serving.schemas import Prediction
+from treesurv.serving.schemas import ONE_MODEL, ErrorResponse, Prediction, PredictionInstance
 from treesurv.serving.tabular import invalid, one_layout, rows_from_table, score_rows
 
 router = APIRouter(route_class=RequestRoute, tags=["kserve v1"])
 PREDICT = "/v1/models/{model_name}:predict"
-EXAMPLE_ROW = [schema.EXAMPLE[f] for f in schema.FEATURE_NAMES]
+UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No model of that name is served here"}
+}
 
 
 class ModelStatus(BaseModel):
@@ -29,12 +33,12 @@ class ModelStatus(BaseModel):
 
 
 class V1Request(BaseModel):
-    """Instances as records (the /v1/predictions fields) or rows of the ten features
-    in the schema's order (Species, Light_ISF, Soil, Sterile, Conspecific, AMF, EMF,
-    Phenolics, Lignin, NSC)."""
+    """Instances as records, as for /v1/predictions. Rows of the ten features in the
+    schema's order (Species, Light_ISF, Soil, Sterile, Conspecific, AMF, EMF,
+    Phenolics, Lignin, NSC) are taken too."""
 
     model_config = ConfigDict(extra="forbid")
-    instances: list[dict[str, object] | list[object]] = Field(..., min_length=1)
+    instances: list[PredictionInstance] = Field(..., min_length=1, json_schema_extra=ONE_MODEL)
 
 
 class V1Response(BaseModel):
@@ -52,7 +56,7 @@ def _check_name(request: Request) -> None:
 @router.get(
     "/v1/models/{model_name}",
     response_model=ModelStatus,
-    responses={503: {"model": ModelStatus, "description": "No verified model loaded"}},
+    responses={503: {"model": ModelStatus, "description": "No verified model loaded"}, **UNKNOWN},
     summary="Whether the model is ready (KServe V1)",
 )
 async def model_status(request: Request) -> Response:
@@ -66,7 +70,7 @@ async def model_status(request: Request) -> Response:
 @router.post(
     PREDICT,
     response_model=V1Response,
-    responses=INVALID,
+    responses={**INVALID, **UNKNOWN},
     summary="Probability that each seedling dies (KServe V1)",
     openapi_extra={
         "requestBody": {

@@ -13,13 +13,15 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from treesurv import __version__
 from treesurv.core import schema
 from treesurv.serving.deps import model_state
 from treesurv.serving.http import INVALID, RequestRoute, json_response
 from treesurv.serving.routes.kserve_v1 import V1Response
+from treesurv.serving.schemas import ONE_MODEL, PredictionInstance
 from treesurv.serving.tabular import (
     invalid,
     one_layout,
@@ -31,30 +33,48 @@ from treesurv.serving.tabular import (
 
 router = APIRouter(route_class=RequestRoute, tags=["mlflow scoring"])
 LAYOUTS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+NOT_READY_TEXT: dict[int | str, dict[str, Any]] = {
+    503: {"description": "No verified model loaded (the reason, as text)"}
+}
 ALLOWED = "a JSON object with one of " + ", ".join(LAYOUTS) + ", or CSV text (text/csv)"
 
 
 class DataFrameSplit(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    columns: list[str]
-    data: list[list[Any]]
+    """pandas' `to_json(orient="split")`: column names and rows of values."""
+
+    columns: list[str] = Field(..., min_length=1)
+    data: list[list[Any]] = Field(..., min_length=1)
     index: list[Any] | None = None
 
 
-class InvocationRequest(BaseModel):
-    """Exactly one of the four layouts MLflow's scoring server reads."""
+class SplitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataframe_split: DataFrameSplit
+
+
+class RecordsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataframe_records: list[PredictionInstance] = Field(
+        ..., min_length=1, json_schema_extra=ONE_MODEL
+    )
+
+
+class InstancesBody(BaseModel):
+    """Records; rows of the ten features in order, or columns, are taken too."""
 
     model_config = ConfigDict(extra="forbid")
-    dataframe_split: DataFrameSplit | None = Field(None, description='pandas orient="split"')
-    dataframe_records: list[dict[str, Any]] | None = Field(
-        None, description='pandas orient="records"'
-    )
-    instances: list[Any] | dict[str, list[Any]] | None = Field(
-        None, description="records, rows of the ten features in order, or columns"
-    )
-    inputs: list[Any] | dict[str, list[Any]] | None = Field(
-        None, description="records, rows of the ten features in order, or columns"
-    )
+    instances: list[PredictionInstance] = Field(..., min_length=1, json_schema_extra=ONE_MODEL)
+
+
+class InputsBody(BaseModel):
+    """Records; rows of the ten features in order, or columns, are taken too."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[PredictionInstance] = Field(..., min_length=1, json_schema_extra=ONE_MODEL)
+
+
+class InvocationRequest(RootModel[SplitBody | RecordsBody | InstancesBody | InputsBody]):
+    """Exactly one of the layouts MLflow's scoring server reads."""
 
 
 EXAMPLE_SPLIT = {
@@ -110,23 +130,33 @@ async def invocations(request: Request) -> Response:
 
 def _health(request: Request) -> Response:
     if model_state(request).current is None:
-        return json_response({"detail": model_state(request).not_ready_reason}, 503)
-    return Response("\n", media_type="application/json")
+        return PlainTextResponse(f"not ready: {model_state(request).not_ready_reason}\n", 503)
+    return PlainTextResponse("\n")
 
 
-@router.get("/ping", summary="200 once the model is loaded (MLflow)")
+@router.get(
+    "/ping",
+    summary="200 once the model is loaded (MLflow)",
+    response_class=PlainTextResponse,
+    responses=NOT_READY_TEXT,
+)
 async def ping(request: Request) -> Response:
     return _health(request)
 
 
-@router.get("/health", summary="200 once the model is loaded (MLflow)")
+@router.get(
+    "/health",
+    summary="200 once the model is loaded (MLflow)",
+    response_class=PlainTextResponse,
+    responses=NOT_READY_TEXT,
+)
 async def health(request: Request) -> Response:
     return _health(request)
 
 
-@router.get("/version", summary="The server's version (MLflow)", response_class=Response)
+@router.get("/version", summary="The server's version (MLflow)", response_class=PlainTextResponse)
 async def version(request: Request) -> Response:
-    return Response(__version__, media_type="text/plain")
+    return PlainTextResponse(__version__)
 
 
 BODY_MODELS = (InvocationRequest,)
