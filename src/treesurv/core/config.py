@@ -172,10 +172,17 @@ class RetrainParams(_Section):
 
 
 class MonitorParams(_Section):
+    """The drift check's graded verdict per column: `drift` when PSI >= psi_threshold
+    and p < p_value (exit 3); else `warn` when PSI >= warn_psi_threshold and
+    p < warn_p_value (exit 0, reported); else `ok`."""
+
     psi_threshold: float = Field(0.2, gt=0)
     p_value: float = Field(0.01, gt=0, lt=1)
     prediction_psi_threshold: float = Field(0.2, gt=0)
     min_rows: int = Field(200, ge=1)
+    # Calibrated on resamples of the study (tests/monitoring/test_drift_calibration.py).
+    warn_psi_threshold: float = Field(0.1, gt=0)
+    warn_p_value: float = Field(0.001, gt=0, lt=1)
 
 
 class Params(_Section):

@@ -10,6 +10,12 @@ feature is flagged only when both agree: PSI at or above its threshold AND the
 test's p-value below its level. PSI alone is noisy on small samples; a test
 alone flags negligible moves on large ones.
 
+The verdict per column is graded (`verdict`): `drift` by the rule above (the
+report's `drift_detected`, exit 3); otherwise `warn` when a smaller move is
+highly significant: PSI at or above `warn_psi` and the p-value below `warn_p_value`
+(reported, never an exit code of its own); otherwise `ok`. The defaults were
+measured on resamples of the study (tests/monitoring/test_drift_calibration.py).
+
 The predicted probabilities are compared the same way with the out-of-fold
 predictions stored in the bundle's profile (`prediction`).
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +39,8 @@ from treesurv.core.errors import InputError
 PREDICTION = "death_probability"
 MISSING = "(missing)"
 EPSILON = 1e-4  # share floor in the PSI, so an empty bin gives a large finite value
+VERDICTS = ("ok", "warn", "drift")  # in order of severity
+Verdict = Literal["ok", "warn", "drift"]
 
 
 class DriftError(InputError):
@@ -47,11 +55,51 @@ class Thresholds:
     p_value: float
     prediction_psi: float
     min_rows: int
+    warn_psi: float
+    warn_p_value: float
 
     @classmethod
     def from_params(cls, monitor: MonitorParams | None = None, **changes: Any) -> Thresholds:
+        """The thresholds of `monitor`; `changes` override its keys (params names)."""
         m = (monitor or MonitorParams()).model_copy(update=changes)
-        return cls(m.psi_threshold, m.p_value, m.prediction_psi_threshold, m.min_rows)
+        return cls(
+            m.psi_threshold,
+            m.p_value,
+            m.prediction_psi_threshold,
+            m.min_rows,
+            m.warn_psi_threshold,
+            m.warn_p_value,
+        )
+
+    def verdict(self, psi_value: float, p_value: float, *, prediction: bool = False) -> Verdict:
+        """The graded verdict of one column (a feature, or the predictions)."""
+        return verdict(
+            psi_value,
+            p_value,
+            psi_threshold=self.prediction_psi if prediction else self.psi,
+            p_threshold=self.p_value,
+            warn_psi=self.warn_psi,
+            warn_p_value=self.warn_p_value,
+        )
+
+
+def verdict(
+    psi_value: float,
+    p_value: float,
+    *,
+    psi_threshold: float,
+    p_threshold: float,
+    warn_psi: float = float("inf"),
+    warn_p_value: float = 0.0,
+) -> Verdict:
+    """`drift` when PSI >= psi_threshold and p < p_threshold; else `warn` when
+    PSI >= warn_psi and p < warn_p_value; else `ok`. Without the warn thresholds
+    this is the plain two-way rule."""
+    if psi_value >= psi_threshold and p_value < p_threshold:
+        return "drift"
+    if psi_value >= warn_psi and p_value < warn_p_value:
+        return "warn"
+    return "ok"
 
 
 @dataclass
@@ -70,10 +118,11 @@ class FeatureDrift:
     psi: float
     statistic: float
     p_value: float
-    drifted: bool
+    drifted: bool  # verdict == "drift"
     bins: list[Bin] = field(default_factory=list)
     reference_mean: float | None = None
     current_mean: float | None = None
+    verdict: Verdict = "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +137,7 @@ class DriftReport:
     prediction: FeatureDrift | None
     notes: list[str] = field(default_factory=list)
     generated: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    source: str = "log"  # log: the prediction log; file: a file of measurements
 
     @property
     def drift_detected(self) -> bool:
@@ -97,13 +147,33 @@ class DriftReport:
     def drifted_features(self) -> list[str]:
         return [name for name, f in self.features.items() if f.drifted]
 
+    @property
+    def warned_features(self) -> list[str]:
+        return [name for name, f in self.features.items() if f.verdict == "warn"]
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The worst column verdict; None when there was too little data for one."""
+        if self.status == "insufficient_data":
+            return None
+        columns = [*self.features.values(), *([self.prediction] if self.prediction else [])]
+        return max((f.verdict for f in columns), key=VERDICTS.index, default="ok")
+
+    @property
+    def unit(self) -> str:
+        return "logged prediction(s)" if self.source == "log" else "row(s)"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "generated": self.generated,
             "status": self.status,
+            "source": self.source,
+            "verdict": self.verdict,
             "drift_detected": self.drift_detected,
             "drifted_features": self.drifted_features,
+            "warned_features": self.warned_features,
             "prediction_drifted": bool(self.prediction and self.prediction.drifted),
+            "prediction_verdict": self.prediction.verdict if self.prediction else None,
             "rows": self.rows,
             "thresholds": asdict(self.thresholds),
             "features": {name: f.to_dict() for name, f in self.features.items()},
@@ -166,7 +236,14 @@ def chi2_homogeneity(
 
 
 def numeric_drift(
-    name: str, ref: dict[str, Any], values: pd.Series, psi_threshold: float, alpha: float
+    name: str,
+    ref: dict[str, Any],
+    values: pd.Series,
+    psi_threshold: float,
+    alpha: float,
+    *,
+    warn_psi: float = float("inf"),
+    warn_p_value: float = 0.0,
 ) -> FeatureDrift:
     edges = np.asarray(ref["edges"], dtype=float)
     ref_missing = float(ref.get("missing", 0.0))
@@ -197,6 +274,14 @@ def numeric_drift(
         )
         p, test = min(1.0, 2 * min(p, p_missing)), "ks+chi2"
     value = psi(ref_shares, cur_shares)
+    graded = verdict(
+        value,
+        p,
+        psi_threshold=psi_threshold,
+        p_threshold=alpha,
+        warn_psi=warn_psi,
+        warn_p_value=warn_p_value,
+    )
     return FeatureDrift(
         name=name,
         kind="numeric",
@@ -205,7 +290,8 @@ def numeric_drift(
         psi=value,
         statistic=stat,
         p_value=p,
-        drifted=bool(value >= psi_threshold and p < alpha),
+        drifted=graded == "drift",
+        verdict=graded,
         bins=[
             Bin(lbl, float(r), float(c))
             for lbl, r, c in zip(labels, ref_shares, cur_shares, strict=True)
@@ -222,6 +308,9 @@ def categorical_drift(
     reference_rows: int,
     psi_threshold: float,
     alpha: float,
+    *,
+    warn_psi: float = float("inf"),
+    warn_p_value: float = 0.0,
 ) -> FeatureDrift:
     categories = list(ref["shares"])
     ref_shares = np.array(
@@ -238,6 +327,14 @@ def categorical_drift(
     value = psi(ref_shares, cur_shares)
     labels = [*categories, MISSING]
     keep = [i for i in range(len(labels)) if ref_shares[i] > 0 or cur_shares[i] > 0]
+    graded = verdict(
+        value,
+        p,
+        psi_threshold=psi_threshold,
+        p_threshold=alpha,
+        warn_psi=warn_psi,
+        warn_p_value=warn_p_value,
+    )
     return FeatureDrift(
         name=name,
         kind="categorical",
@@ -246,7 +343,8 @@ def categorical_drift(
         psi=value,
         statistic=stat,
         p_value=p,
-        drifted=bool(value >= psi_threshold and p < alpha),
+        drifted=graded == "drift",
+        verdict=graded,
         bins=[Bin(labels[i], float(ref_shares[i]), float(cur_shares[i])) for i in keep],
     )
 
@@ -259,12 +357,16 @@ def compare(
     frame: pd.DataFrame,
     thresholds: Thresholds,
     model_version: str | None = None,
+    *,
+    source: str = "log",
 ) -> DriftReport:
     """Drift of every schema feature and of the predictions.
 
     `frame`: logged predictions (the schema features and `death_probability`,
-    optionally `model_version`). Predictions are compared only for rows served by
-    `model_version` (the reference's own model) when it is given.
+    optionally `model_version`), or the rows of a file (`source="file"`, scored
+    by the reference's model or without `death_probability`). Predictions are
+    compared only for rows served by `model_version` (the reference's own model)
+    when it is given.
     """
     features_ref = profile.get("features")
     if not isinstance(features_ref, dict):
@@ -274,24 +376,28 @@ def compare(
         raise DriftError(f"reference profile: no entry for {', '.join(missing)}")
     rows = len(frame)
     notes: list[str] = []
+    unit = "logged prediction(s)" if source == "log" else "row(s)"
     if rows < thresholds.min_rows:
         notes.append(
-            f"only {rows} logged prediction(s); at least {thresholds.min_rows} are needed "
+            f"only {rows} {unit}; at least {thresholds.min_rows} are needed "
             "for a verdict (monitor.min_rows)"
         )
-        return DriftReport("insufficient_data", rows, thresholds, {}, None, notes)
+        return DriftReport("insufficient_data", rows, thresholds, {}, None, notes, source=source)
     reference_rows = int(profile.get("rows") or 0)
     if reference_rows <= 0:
         raise DriftError("reference profile: `rows` is missing or zero")
+    warn = {"warn_psi": thresholds.warn_psi, "warn_p_value": thresholds.warn_p_value}
     out: dict[str, FeatureDrift] = {}
     for f in schema.FEATURES:
         ref = features_ref[f.name]
         col = frame[f.name] if f.name in frame.columns else pd.Series([None] * rows)
         if f.kind == "numeric":
-            out[f.name] = numeric_drift(f.name, ref, col, thresholds.psi, thresholds.p_value)
+            out[f.name] = numeric_drift(
+                f.name, ref, col, thresholds.psi, thresholds.p_value, **warn
+            )
         else:
             out[f.name] = categorical_drift(
-                f.name, ref, col, reference_rows, thresholds.psi, thresholds.p_value
+                f.name, ref, col, reference_rows, thresholds.psi, thresholds.p_value, **warn
             )
     prediction = None
     pref = profile.get("prediction")
@@ -309,7 +415,12 @@ def compare(
                 )
         if len(served) >= thresholds.min_rows:
             prediction = numeric_drift(
-                PREDICTION, pref, served[PREDICTION], thresholds.prediction_psi, thresholds.p_value
+                PREDICTION,
+                pref,
+                served[PREDICTION],
+                thresholds.prediction_psi,
+                thresholds.p_value,
+                **warn,
             )
         else:
             notes.append(
@@ -317,4 +428,5 @@ def compare(
                 "not checked"
             )
     drifted = any(f.drifted for f in out.values()) or bool(prediction and prediction.drifted)
-    return DriftReport("drift" if drifted else "ok", rows, thresholds, out, prediction, notes)
+    status = "drift" if drifted else "ok"
+    return DriftReport(status, rows, thresholds, out, prediction, notes, source=source)

@@ -7,6 +7,7 @@ import html
 import io
 from typing import Any
 
+from treesurv.core.validation import RowIssue
 from treesurv.monitoring.drift import DriftReport, FeatureDrift
 
 STYLE = """
@@ -15,30 +16,38 @@ table { border-collapse: collapse; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.drift td { background: #fde2e1; font-weight: 600; }
+tr.warn td { background: #fff4d6; }
 .status { display: inline-block; padding: .2rem .6rem; border-radius: .3rem; color: #fff; }
 .status.ok { background: #2e7d32; } .status.drift { background: #c62828; }
+.status.warn { background: #b26a00; }
 .status.insufficient_data { background: #757575; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; } figcaption { font-size: .9rem; text-align: center; }
 """
 
 
-def render(report: DriftReport, context: dict[str, Any]) -> str:
-    """The page: verdict, context (log, period, reference), a table and one plot per
-    feature comparing reference and current shares."""
+def render(
+    report: DriftReport, context: dict[str, Any], problems: list[RowIssue] | None = None
+) -> str:
+    """The page: verdict, context (log or file, period, reference), a table and one
+    plot per feature comparing reference and current shares; `problems`, the rows
+    of a file that were left out (`--on-error skip`)."""
     rows: list[tuple[str, FeatureDrift]] = []
     if report.prediction:
         rows.append(("prediction", report.prediction))
     rows += list(report.features.items())
     status = html.escape(report.status)
+    warned = [name for name, f in rows if f.verdict == "warn"]
+    badge = f'<span class="status {status}">{status.replace("_", " ")}</span>'
+    if warned:
+        badge += f' <span class="status warn">warn: {html.escape(", ".join(warned))}</span>'
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<title>treesurv drift report</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>treesurv drift report</h1>",
-        f'<p><span class="status {status}">{status.replace("_", " ")}</span> '
-        f"{report.rows} logged prediction(s); generated {html.escape(report.generated)}</p>",
+        f"<p>{badge} {report.rows} {report.unit}; generated {html.escape(report.generated)}</p>",
         _context(context, report),
     ]
     if report.notes:
@@ -48,6 +57,8 @@ def render(report: DriftReport, context: dict[str, Any]) -> str:
         parts.append('<div class="plots">')
         parts += [_figure(label, f) for label, f in rows]
         parts.append("</div>")
+    if problems:
+        parts.append(_problems(problems))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -60,6 +71,9 @@ def _context(context: dict[str, Any], report: DriftReport) -> str:
             f"PSI ≥ {t.psi:g} (predictions: {t.prediction_psi:g}) and test p-value < "
             f"{t.p_value:g}; at least {t.min_rows} rows"
         ),
+        "warn rule": (
+            f"not flagged, but PSI ≥ {t.warn_psi:g} and test p-value < {t.warn_p_value:g}"
+        ),
     }
     body = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -71,18 +85,28 @@ def _context(context: dict[str, Any], report: DriftReport) -> str:
 def _table(rows: list[tuple[str, FeatureDrift]]) -> str:
     head = (
         "<tr><th>feature</th><th>kind</th><th>PSI</th><th>test</th><th>statistic</th>"
-        "<th>p-value</th><th>reference mean</th><th>current mean</th><th>drift</th></tr>"
+        "<th>p-value</th><th>reference mean</th><th>current mean</th><th>verdict</th></tr>"
     )
     body = []
     for label, f in rows:
-        cls = ' class="drift"' if f.drifted else ""
+        cls = f' class="{f.verdict}"' if f.verdict != "ok" else ""
         body.append(
             f"<tr{cls}><td>{html.escape(label)}</td><td>{f.kind}</td><td>{f.psi:.3f}</td>"
             f"<td>{f.test}</td><td>{f.statistic:.3f}</td><td>{f.p_value:.3g}</td>"
             f"<td>{_num(f.reference_mean)}</td><td>{_num(f.current_mean)}</td>"
-            f"<td>{'yes' if f.drifted else 'no'}</td></tr>"
+            f"<td>{f.verdict}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _problems(problems: list[RowIssue]) -> str:
+    head = "<tr><th>line</th><th>column</th><th>value</th><th>rule</th></tr>"
+    body = "".join(
+        f"<tr><td>{'-' if i.line is None else i.line}</td><td>{html.escape(i.column)}</td>"
+        f"<td>{html.escape(i.value)}</td><td>{html.escape(i.rule)}</td></tr>"
+        for i in problems
+    )
+    return f"<h2>Rows left out</h2><table>{head}{body}</table>"
 
 
 def _num(value: float | None) -> str:
@@ -111,7 +135,7 @@ def _svg(f: FeatureDrift) -> str:
         [b.current for b in f.bins],
         0.4,
         label="current",
-        color="#c62828" if f.drifted else "#1565c0",
+        color={"drift": "#c62828", "warn": "#b26a00"}.get(f.verdict, "#1565c0"),
     )
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("share")

@@ -28,7 +28,8 @@ PREDICTION_LABEL = "death_probability"
 @dataclass(frozen=True)
 class DriftFigures:
     """What the gauges show: per feature (and `death_probability` for the
-    predictions) the PSI, the test's p-value and whether it is flagged."""
+    predictions) the PSI, the test's p-value, whether it is flagged and its
+    graded verdict (0 ok, 1 warn, 2 drift)."""
 
     generated: float  # unix time the report was computed
     status: str
@@ -37,6 +38,7 @@ class DriftFigures:
     psi: dict[str, float]
     p_value: dict[str, float]
     flagged: dict[str, bool]
+    verdict: dict[str, int]
 
 
 def figures_from_report(report: dict[str, Any]) -> DriftFigures:
@@ -51,6 +53,17 @@ def figures_from_report(report: dict[str, Any]) -> DriftFigures:
         psi={k: float(v["psi"]) for k, v in entries.items()},
         p_value={k: float(v["p_value"]) for k, v in entries.items()},
         flagged={k: bool(v["drifted"]) for k, v in entries.items()},
+        verdict={k: _level(v) for k, v in entries.items()},
+    )
+
+
+VERDICT_LEVELS = {"ok": 0, "warn": 1, "drift": 2}
+
+
+def _level(entry: dict[str, Any]) -> int:
+    # A report written before graded verdicts has only `drifted`.
+    return VERDICT_LEVELS.get(
+        str(entry.get("verdict")), 2 if entry["drifted"] else VERDICT_LEVELS["ok"]
     )
 
 
@@ -109,6 +122,11 @@ class DriftCollector(Collector):
                 "treesurv_drift_flagged",
                 "1 when the feature passed both drift thresholds.",
                 {k: float(v) for k, v in fig.flagged.items()},
+            ),
+            (
+                "treesurv_drift_verdict",
+                "Graded verdict per feature: 0 ok, 1 warn, 2 drift.",
+                {k: float(v) for k, v in fig.verdict.items()},
             ),
         ):
             family = GaugeMetricFamily(name, doc, labels=["feature"])
