@@ -52,15 +52,19 @@ class BodyLimit:
             return
 
         received = 0
+        more = True  # whether the client has more of the body to send
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, more
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more = bool(message.get("more_body", False))
                 if received > self.max_bytes:
                     raise BodyTooLarge
+            else:
+                more = False
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -73,7 +77,8 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._drain(receive, received)
+                if more:  # once the body is all in, receive() waits for the disconnect
+                    await self._drain(receive, received)
                 await self._refuse(send, None)
 
     async def _drain(self, receive: Receive, received: int) -> None:
