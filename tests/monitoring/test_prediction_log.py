@@ -260,28 +260,6 @@ def test_read_log_skips_torn_lines_and_filters_by_time(tmp_path: Path) -> None:
     assert until["request_id"].tolist() == ["d0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src: commit c6b888f removed the reader's one-line-per-instance format "
-    "(monitoring/prediction_log/reader.py rows_of); restore it or retire this test",
-)
-def test_read_log_reads_the_older_one_line_per_instance_files(tmp_path: Path) -> None:
-    old = {"time": "2026-04-01T00:00:00.000Z", "request_id": "old", "item": 0,
-           "model_version": "0.9.0", **schema.EXAMPLE, "death_probability": 0.4,
-           "latency_ms": 1.5}  # fmt: skip
-    (tmp_path / "predictions-20260401T000000Z-host-1-0001.jsonl").write_text(
-        json.dumps(old) + "\n" + json.dumps({**old, "item": 1, "request": [1, 2]}) + "\n"
-    )
-    plog = PredictionLog(tmp_path)
-    plog.record("new", "1.0.0", instances(2), [0.1, 0.2], 0.002)
-    plog.close()
-    read = read_log(tmp_path)
-    assert read.frame["request_id"].tolist() == ["old", "new", "new"]
-    assert read.frame["death_probability"].tolist() == [0.4, 0.1, 0.2]
-    assert read.frame["Light_ISF"].tolist() == [schema.EXAMPLE["Light_ISF"]] * 3
-    assert read.bad_lines == 1  # a "request" that is not an object of instances
-
-
 def test_read_log_cuts_lines_at_newlines_only(tmp_path: Path) -> None:
     # JSON may carry U+2028 or U+0085 unescaped inside a string; such a line is
     # still one line (a str.splitlines reader would see two torn ones).
