@@ -20,10 +20,11 @@ def disable_disk_cache(prefix: str = "treesurv") -> int:
     """Give every Numba kernel of the loaded `prefix` modules a cache that neither
     loads nor saves; returns how many kernels were changed."""
     changed = 0
-    for name, module in list(sys.modules.items()):
+    # Copies in one C call: a thread compiling kernels may import modules meanwhile.
+    for name, module in sys.modules.copy().items():
         if module is None or not (name == prefix or name.startswith(prefix + ".")):
             continue
-        for value in list(vars(module).values()):
+        for value in vars(module).copy().values():
             cache = getattr(value, "_cache", None)
             if isinstance(value, CPUDispatcher) and not isinstance(cache, NullCache):
                 # Dispatcher.__init__ sets this very object when cache=False.
