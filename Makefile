@@ -64,7 +64,7 @@ retrain: setup ## Continuous training: retrain, compare with production, promote
 
 # The whole suite, in random order (pytest-randomly prints its seed; replay an order
 # with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly"): one pipeline run.
-test: setup browser lint typecheck security ## Lint, type-check, security checks and the whole test suite
+test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the whole test suite
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
@@ -87,8 +87,8 @@ docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables gen
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup ## Ruff and the layers' import contracts (import-linter)
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests bench docs/hooks.py
+	$(BIN)/ruff format --check src tests bench docs/hooks.py
 	$(BIN)/lint-imports
 
 typecheck: setup ## Mypy (strict)
@@ -127,8 +127,8 @@ redeploy: ## Tell the platform to deploy IMAGE: POST to $$DEPLOY_HOOK_URL or run
 	@IMAGE="$(IMAGE)" bash .github/scripts/redeploy.sh
 
 format: setup ## Format and fix what ruff can
-	$(BIN)/ruff check --fix src tests $(wildcard bench)
-	$(BIN)/ruff format src tests $(wildcard bench)
+	$(BIN)/ruff check --fix src tests bench docs/hooks.py
+	$(BIN)/ruff format src tests bench docs/hooks.py
 
 bench: pipeline ## Run the benchmarks in bench/ (HTTP load with wrk, in-process, 1M-row file)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
