@@ -65,7 +65,7 @@ retrain: setup ## Continuous training: retrain, compare with production, promote
 # The whole suite, in random order (pytest-randomly prints its seed; replay an order
 # with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly"): one pipeline run.
 test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the whole test suite
-	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
 # WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
