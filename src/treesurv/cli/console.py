@@ -94,6 +94,8 @@ def print_report(report: ValidationReport, limit: int = 50) -> None:
 def print_issues(result: BatchResult) -> None:
     """The rows a batch could not score, as a validation report."""
 
+    from treesurv.core.validation import ValidationReport  # pandas: only when needed
+
     report = ValidationReport(source="input", rows=result.rows, issues=list(result.issues))
     print_report(report)
     if result.issue_count > len(result.issues):
