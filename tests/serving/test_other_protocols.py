@@ -231,3 +231,28 @@ def test_the_original_api_still_refuses_a_real_emf_for_amf_species(server: str) 
     body = {**ORIGINAL_BODIES[0], "EMF": 12.5}
     r = requests.post(f"{server}/v1/predic", json=body, timeout=10)
     assert r.status_code == 422 and "EMF" in r.json()["detail"][0]["field"]
+
+
+def test_the_kserve_sdk_speaks_v1_to_it(
+    server: str, table: pd.DataFrame, expected: list[dict[str, Any]]
+) -> None:
+    import asyncio
+
+    from kserve import InferenceRESTClient, RESTConfig
+
+    async def talk() -> tuple[bool, Any]:
+        client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=10))
+        try:
+            ready = await client.is_model_ready(server, "tree-survival")
+            answer = await client.infer(
+                server,
+                {"instances": json.loads(table.to_json(orient="records"))},
+                model_name="tree-survival",
+            )
+        finally:
+            await client.close()
+        return ready, answer
+
+    ready, answer = asyncio.run(talk())
+    assert ready is True
+    _close(answer["predictions"], expected)
