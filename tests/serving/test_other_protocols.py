@@ -256,3 +256,23 @@ def test_the_kserve_sdk_speaks_v1_to_it(
     ready, answer = asyncio.run(talk())
     assert ready is True
     _close(answer["predictions"], expected)
+
+
+def test_a_missing_emf_written_as_nan_is_missing(
+    server: str, table: pd.DataFrame, expected: list[dict[str, Any]]
+) -> None:
+    # Python's json writes pandas' NaN as the token NaN (not strict JSON): still missing.
+    body = json.dumps({"dataframe_records": table.to_dict(orient="records")})
+    assert "NaN" in body
+    for url in (f"{server}/invocations", f"{server}/v1/models/tree-survival:predict"):
+        if url.endswith(":predict"):
+            body = json.dumps({"instances": table.to_dict(orient="records")})
+        r = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 200, r.text
+        _close(r.json()["predictions"], expected)
+    # Infinity is not a missing value: a 422 naming the field.
+    bad = json.dumps({"dataframe_records": [{**table.iloc[0].to_dict(), "NSC": float("inf")}]})
+    r = requests.post(
+        f"{server}/invocations", data=bad, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "dataframe_records[0].NSC"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -181,6 +182,21 @@ def _relocated(error: Mapping[str, Any], locate: Locator) -> dict[str, Any]:
     if len(loc) >= 2 and loc[0] == "instances" and isinstance(loc[1], int):
         return {**error, "loc": ("body", *locate(loc[1]), *loc[2:])}
     return {**error, "loc": ("body", *locate(0)[:-1], *loc[1:])}
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON. Python's `json` (what `requests` sends) writes a missing value
+    of a pandas frame as the token NaN, which strict JSON parsers refuse; it is read
+    here too, as a missing value."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid(
+                (), f"malformed JSON: {exc}", None, "a valid JSON document", "json_invalid"
+            ) from None
 
 
 def one_layout(payload: Any, layouts: Sequence[str], allowed: str) -> tuple[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +17,7 @@ from treesurv.core.config import MODEL_NAME
 from treesurv.serving.deps import model_state
 from treesurv.serving.http import INVALID, RequestRoute, json_response
 from treesurv.serving.schemas import ONE_MODEL, ErrorResponse, Prediction, PredictionInstance
-from treesurv.serving.tabular import invalid, one_layout, rows_from_table, score_rows
+from treesurv.serving.tabular import one_layout, parse_json, rows_from_table, score_rows
 
 router = APIRouter(route_class=RequestRoute, tags=["kserve v1"])
 PREDICT = "/v1/models/{model_name}:predict"
@@ -94,12 +93,7 @@ async def model_status(request: Request) -> Response:
 async def predict(request: Request) -> Response:
     """Score 1 to `max_batch` seedlings; the predictions come in the order of `instances`."""
     _check_name(request)
-    try:
-        payload = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise invalid(
-            (), f"malformed JSON: {exc}", None, "a valid JSON document", "json_invalid"
-        ) from None
+    payload = parse_json(await request.body())
     _, instances = one_layout(payload, ("instances",), '{"instances": [...]}')
     rows, locate = rows_from_table(instances, ("instances",))
     items = await score_rows(request, rows, locate, "kserve_v1")

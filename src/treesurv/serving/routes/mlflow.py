@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, RootModel
@@ -25,6 +24,7 @@ from treesurv.serving.schemas import ONE_MODEL, PredictionInstance
 from treesurv.serving.tabular import (
     invalid,
     one_layout,
+    parse_json,
     rows_from_csv,
     rows_from_split,
     rows_from_table,
@@ -113,12 +113,7 @@ async def invocations(request: Request) -> Response:
         except UnicodeDecodeError:
             raise invalid(("csv",), "CSV must be UTF-8 text", None, "UTF-8 CSV") from None
     else:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise invalid(
-                (), f"malformed JSON: {exc}", None, "a valid JSON document", "json_invalid"
-            ) from None
+        payload = parse_json(body)
         layout, value = one_layout(payload, LAYOUTS, ALLOWED)
         if layout == "dataframe_split":
             rows, locate = rows_from_split(value, (layout,))
