@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config._treesurv_threads = threadpool_limits(limits=1, user_api="openmp")  # type: ignore[attr-defined]
 
 
+# First, so that xdist's own hook sees the groups given here.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         # Under xdist (`make test` runs two workers with --dist loadgroup) every test
