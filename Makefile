@@ -28,10 +28,12 @@ help: ## List the targets
 
 setup: $(STAMP) $(PROMTOOL) ## Prepare .venv with the treesurv command (pinned versions)
 
+# uv installs the pinned set in seconds where pip takes minutes (same pins, same
+# resolution); pip stays in the venv for the tools that call it.
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==25.3"
-	$(BIN)/pip install --quiet --disable-pip-version-check \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==25.3" "uv==0.13.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
 	  -c requirements/constraints.txt -e ".[serve,train,dev]"
 	@touch $(STAMP)
 
