@@ -123,30 +123,24 @@ async def invocations(request: Request) -> Response:
     return json_response({"predictions": items})
 
 
-def _health(request: Request) -> Response:
+async def health(request: Request) -> Response:
+    """200 once a verified model is loaded; 503 with the reason before."""
     if model_state(request).current is None:
         return PlainTextResponse(f"not ready: {model_state(request).not_ready_reason}\n", 503)
     return PlainTextResponse("\n")
 
 
-@router.get(
-    "/ping",
-    summary="200 once the model is loaded (MLflow)",
-    response_class=PlainTextResponse,
-    responses=NOT_READY_TEXT,
-)
-async def ping(request: Request) -> Response:
-    return _health(request)
-
-
-@router.get(
-    "/health",
-    summary="200 once the model is loaded (MLflow)",
-    response_class=PlainTextResponse,
-    responses=NOT_READY_TEXT,
-)
-async def health(request: Request) -> Response:
-    return _health(request)
+# MLflow's scoring server answers both paths the same way.
+for path in ("/ping", "/health"):
+    router.add_api_route(
+        path,
+        health,
+        methods=["GET"],
+        summary="200 once the model is loaded (MLflow)",
+        response_class=PlainTextResponse,
+        responses=NOT_READY_TEXT,
+        operation_id=f"mlflow_{path.strip('/')}",
+    )
 
 
 @router.get("/version", summary="The server's version (MLflow)", response_class=PlainTextResponse)
