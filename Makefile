@@ -64,12 +64,10 @@ run: pipeline production serve ## Set up, pull the data, run the pipeline and se
 retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
-# Two workers on two cores: OpenMP gets one thread each (two workers' training runs
-# with OpenMP threads of their own spin against each other and take several times longer).
 # The whole suite, in random order (pytest-randomly prints its seed; replay an order
 # with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly"): one pipeline run.
 test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the whole test suite
-	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
 # WebDriver (system packages; selenium itself is a dev dependency). A Chrome and

@@ -43,8 +43,6 @@ REAL = frozenset(
     | {"pipeline_project", "trained_copy", "bundle_dir"}
 )
 NOT_HERMETIC = frozenset({"git", "dvc", "gto"})
-# Fixtures of the project after its one `dvc repro`.
-TRAINED = frozenset({"pipeline_project", "trained_copy", "bundle_dir"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,17 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config._treesurv_threads = threadpool_limits(limits=1, user_api="openmp")  # type: ignore[attr-defined]
 
 
-# First, so that xdist's own hook sees the groups given here.
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        # Under xdist (`make test` runs two workers with --dist loadgroup) every test
-        # of the trained project runs on one worker, so the pipeline runs once, and
-        # each other slow module on one worker, so its module fixtures are built once.
-        if TRAINED.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("trained-project"))
-        elif item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
         needs = REAL.intersection(getattr(item, "fixturenames", ()))
         if needs and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(
