@@ -5,6 +5,8 @@
 #   DEPLOY_HOOK_COMMAND  a shell command, run with IMAGE and MODEL_VERSION in its
 #                        environment (e.g. `koyeb service redeploy treesurv/api`)
 # Both normally come from repository secrets; nothing here names a platform or a key.
+# DEPLOY_HOOK_RETRIES (default 3): how often curl retries a transient failure (5xx,
+# timeouts), waiting 1, 2, 4 ... seconds in between.
 set -euo pipefail
 
 IMAGE="${IMAGE:?IMAGE is not set (the image to deploy)}"
@@ -13,7 +15,7 @@ export IMAGE MODEL_VERSION
 
 if [[ -n "${DEPLOY_HOOK_URL:-}" ]]; then
   payload=$(printf '{"image": "%s", "version": "%s"}' "$IMAGE" "$MODEL_VERSION")
-  curl --fail --silent --show-error --retry 3 --max-time 60 \
+  curl --fail --silent --show-error --retry "${DEPLOY_HOOK_RETRIES:-3}" --max-time 60 \
     -X POST -H "Content-Type: application/json" --data "$payload" "$DEPLOY_HOOK_URL" >/dev/null
   echo "deploy hook called for $IMAGE"
 elif [[ -n "${DEPLOY_HOOK_COMMAND:-}" ]]; then

@@ -208,9 +208,11 @@ def test_redeploy_posts_the_image_to_the_hook(hook: tuple[str, type[_Hook]]) -> 
     assert out.returncode == 0, out.stderr
     assert handler.received == [{"image": "ghcr.io/org/treesurv:1.4.0", "version": "1.4.0"}]
     assert "token=abc" not in out.stdout + out.stderr  # the secret URL is never echoed
+    # A platform that keeps failing: one try, the retries asked for, then an error.
     handler.status = 500
-    failed = redeploy({"DEPLOY_HOOK_URL": url})
+    failed = redeploy({"DEPLOY_HOOK_URL": url, "DEPLOY_HOOK_RETRIES": "1"})
     assert failed.returncode != 0
+    assert len(handler.received) == 1 + 2
 
 
 def test_redeploy_can_run_a_command_instead(tmp_path: Path) -> None:

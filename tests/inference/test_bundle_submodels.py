@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,17 @@ SUBMODEL_FILES = (
 )
 
 
-@pytest.fixture
-def four(tmp_path: Path, model_study: pd.DataFrame) -> Path:
-    path = tmp_path / "tree-survival"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, model_study: pd.DataFrame) -> Path:
+    path = tmp_path_factory.mktemp("four") / "tree-survival"
     build_four_model_bundle(path, model_study, "1.4.0", trees=5)
     return path
+
+
+@pytest.fixture
+def four(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle (tests tamper with it): built once per module."""
+    return Path(shutil.copytree(built, tmp_path / "tree-survival"))
 
 
 def test_four_models_by_variant(four: Path, model_study: pd.DataFrame) -> None:
