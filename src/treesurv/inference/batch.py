@@ -54,11 +54,36 @@ class BatchResult:
     output: Path | None = None
     rejects: Path | None = None
 
-    def note(self, issues: list[RowIssue]) -> None:
+    def note(
+        self,
+        issues: list[RowIssue],
+        rejects: _Writer | None = None,
+        bad: pd.DataFrame | None = None,
+    ) -> None:
+        """Count a part's bad rows, and keep them in the rejects file (with `--on-error skip`)."""
         self.issue_count += len(issues)
         room = MAX_REPORTED - len(self.issues)
         if room > 0:
             self.issues.extend(issues[:room])
+        if rejects is not None and bad is not None:
+            rejects.write(bad)
+            self.rejected += len(bad)
+
+    def refuse(self, source: str | Path, on_error: OnError) -> None:
+        """With `--on-error fail`, any bad row stops the run before a byte is written."""
+        if self.issue_count and on_error == "fail":
+            self.scored = 0
+            raise BatchError(f"{source}: {self.issue_count} problem(s); nothing was written", self)
+
+    def settle(self, rejects: _Writer | None) -> None:
+        """Keep the rejects file if a row went into it, else leave none behind."""
+        if rejects is None:
+            return
+        if self.rejected:
+            rejects.commit()
+            self.rejects = rejects.path
+        else:
+            rejects.abort()
 
 
 def rejects_path(output: Path) -> Path:
@@ -302,10 +327,7 @@ def score_file(
             line += part.rows
             result.rows += part.rows
             if part.issues:
-                result.note(part.issues)
-                if rejects is not None and part.rejects is not None:
-                    rejects.write(part.rejects)
-                    result.rejected += len(part.rejects)
+                result.note(part.issues, rejects, part.rejects)
             if result.issue_count and on_error == "fail":
                 continue  # keep validating to report every bad row, write nothing
             if len(part.keep):
@@ -314,17 +336,9 @@ def score_file(
                 pending = (future, part.keep)
                 result.scored += len(part.keep)
         flush()
-        if result.issue_count and on_error == "fail":
-            raise BatchError(
-                f"{source}: {result.issue_count} problem(s); nothing was written", result
-            )
+        result.refuse(source, on_error)
         writer.commit()
-        if rejects is not None:
-            if result.rejected:
-                rejects.commit()
-                result.rejects = rejects.path
-            else:
-                rejects.abort()
+        result.settle(rejects)
     except BaseException:
         writer.abort()
         if rejects is not None:

@@ -330,24 +330,13 @@ def score_distributed(
             result.rows += part.rows
             result.scored += part.scored
             if part.issues:
-                result.note([_shift(issue, offset) for issue in part.issues])
-                if rejects is not None and part.rejects is not None:
+                if part.rejects is not None:
                     part.rejects["line"] += offset
-                    rejects.write(part.rejects)
-                    result.rejected += len(part.rejects)
+                result.note([_shift(issue, offset) for issue in part.issues], rejects, part.rejects)
             progress(1)
-        if result.issue_count and on_error == "fail":
-            result.scored = 0
-            raise BatchError(
-                f"{source}: {result.issue_count} problem(s); nothing was written", result
-            )
+        result.refuse(source, on_error)
         swap_into_place(staging, output)
-        if rejects is not None:
-            if result.rejected:
-                rejects.commit()
-                result.rejects = rejects.path
-            else:
-                rejects.abort()
+        result.settle(rejects)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if rejects is not None:
