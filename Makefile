@@ -19,7 +19,7 @@ PREDICTION_LOG_DIR ?= logs/predictions
 # Pipeline stages call `treesurv`; make them find the project's own.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup data pipeline serve run test test-fast browser lint typecheck security audit format bench clean \
+.PHONY: help setup data pipeline serve run test test-e2e test-fast browser lint typecheck security audit format bench clean \
 	production retrain lint-workflows remote-from-env shared-mirror publish image redeploy
 
 help: ## List the targets
@@ -64,10 +64,18 @@ run: pipeline production serve ## Set up, pull the data, run the pipeline and se
 retrain: setup ## Continuous training: retrain, compare with production, promote if as good (DATA=new.csv adds rows first)
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
-# The whole suite, in random order (pytest-randomly prints its seed; replay an order
-# with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly"): one pipeline run.
-test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the whole test suite
-	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
+# Two xdist workers (the machine's two cores), each test file on one worker so that
+# a module's fixtures are built once; the session's pipeline run is shared by both
+# (tests/conftest.py). Random order: pytest-randomly prints its seed; replay an order
+# with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly".
+XDIST ?= -n 2 --dist loadfile
+test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the tests (all but e2e)
+	$(BIN)/pytest $(XDIST) -m "not e2e" --durations=15 $(PYTEST_ARGS)
+
+# The end-to-end runs that take minutes each: the continuous-training loop, the
+# crash-injection matrices, the soak runs and the long fuzz. CI runs them after `make test`.
+test-e2e: setup browser ## The end-to-end tests (minutes each; CI runs them after make test)
+	$(BIN)/pytest $(XDIST) -m e2e --durations=15 $(PYTEST_ARGS)
 
 # The web page's test drives a real headless browser: Debian's chromium and its
 # WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
@@ -82,7 +90,7 @@ browser: ## Install chromium and chromium-driver (Debian packages) for the brows
 # Hermetic: tiny in-memory frames, no ../shared, no DVC, no git (tests/conftest.py
 # fails a fast test that reaches for them).
 test-fast: setup ## Only the quick, hermetic tests (no data remote, no pipeline, no servers, no git)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables generated from the code)

@@ -11,18 +11,24 @@ remote, and `pipeline_project` is that copy after one `dvc repro` with the
 production parameters: built once per session and shared, read-only, by every
 test that needs a trained project. A test that changes the project works on its
 own copy (`trained_copy`), made in seconds from the finished one.
+
+With pytest-xdist (`make test` runs two workers), "once per session" still holds:
+the first worker to need the project builds it in the session's shared temporary
+directory under a file lock, and the other worker waits for it and reuses it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from filelock import FileLock
 
 from tests.helpers import (
     SHARED_REMOTE,
@@ -56,6 +62,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("slow"):
+            raise pytest.UsageError(f"{item.nodeid} is marked e2e but not slow")
         needs = REAL.intersection(getattr(item, "fixturenames", ()))
         if needs and item.get_closest_marker("slow") is None:
             raise pytest.UsageError(
@@ -139,15 +147,38 @@ def chdir_tmp(tmp_path: Path) -> Iterator[Path]:
 # ------------------------------------------------------- the real project (slow)
 
 
+def _once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """Run `build(shared)` once per test session, in whichever xdist worker asks first
+    (the others wait on the lock and find it done); `shared` is the run's temporary
+    directory, which every worker sees."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    done = shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            build(shared)
+            done.touch()
+    return shared
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not SHARED_REMOTE.is_dir():
         pytest.fail(f"the shared DVC remote is missing: {SHARED_REMOTE}")
-    dest = copy_project(tmp_path_factory.mktemp("project"))
-    # A plain `dvc pull`, as on a fresh clone: it fails if a committed dvc.lock
-    # names outputs that the remote does not hold.
-    run(["dvc", "pull"], dest)
-    return dest
+
+    def build(shared: Path) -> None:
+        dest = shared / "project"
+        shutil.rmtree(dest, ignore_errors=True)  # what a failed attempt left
+        dest.mkdir()
+        copy_project(dest)
+        # A plain `dvc pull`, as on a fresh clone: it fails if a committed dvc.lock
+        # names outputs that the remote does not hold.
+        run(["dvc", "pull"], dest)
+
+    return _once(tmp_path_factory, "project", build) / "project"
 
 
 @pytest.fixture(scope="session")
@@ -175,10 +206,10 @@ def real_model_study(real_study: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def pipeline_project(project: Path) -> Path:
+def pipeline_project(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project after `dvc repro` on the real data: the session's one pipeline run.
     Shared by every test that needs it: read it, never change it (use `trained_copy`)."""
-    run(["dvc", "repro"], project)
+    _once(tmp_path_factory, "pipeline", lambda _: run(["dvc", "repro"], project))
     return project
 
 

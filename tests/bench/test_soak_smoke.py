@@ -11,7 +11,7 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_steady_load_has_no_errors_and_flat_memory(bundle_dir: Path) -> None:

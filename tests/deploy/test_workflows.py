@@ -60,7 +60,7 @@ def test_test_workflow_lints_type_checks_and_tests() -> None:
     wf = workflow("test.yml")
     assert {"push", "pull_request"} <= set(triggers(wf))
     runs = run_lines(wf)
-    for target in ("make lint", "make typecheck", "make test"):
+    for target in ("make lint", "make typecheck", "make test", "make test-e2e"):
         assert target in runs
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -39,6 +40,12 @@ pytestmark = pytest.mark.slow
 PROD = Path("models/production")
 POINTER = Path(f"{DATA_RAW}.dvc")
 KILLED = -9
+
+
+def kill_points(steps: dict[str, Any], *quick: str) -> list[Any]:
+    """Every step of a matrix as a parameter: `make test` kills at the given ones (one
+    undone and one finished), `make test-e2e` at every other step too."""
+    return [pytest.param(step, marks=() if step in quick else pytest.mark.e2e) for step in steps]
 
 
 def killed_at(repo: Repo, step: str, *args: str) -> None:
@@ -105,7 +112,7 @@ def two_versions(
     return base, digests
 
 
-@pytest.mark.parametrize("step", list(PROMOTE_STEPS))
+@pytest.mark.parametrize("step", kill_points(PROMOTE_STEPS, "promote:restored", "promote:assigned"))
 def test_promote_killed_at_each_step(
     two_versions: tuple[Path, dict[str, str]], tmp_path: Path, step: str
 ) -> None:
@@ -134,7 +141,7 @@ DATA_STEPS = {  # step -> the rows were added
 }
 
 
-@pytest.mark.parametrize("step", list(DATA_STEPS))
+@pytest.mark.parametrize("step", kill_points(DATA_STEPS, "data-add:pushed", "data-add:committed"))
 def test_data_add_killed_at_each_step(
     data_repo: Repo, real_csv: Path, tmp_path: Path, step: str
 ) -> None:
@@ -202,7 +209,7 @@ def retrain_template(
     return base, digests
 
 
-@pytest.mark.parametrize("step", list(RETRAIN_STEPS))
+@pytest.mark.parametrize("step", kill_points(RETRAIN_STEPS, "retrain:pushed", "retrain:committed"))
 def test_retrain_promotion_killed_at_each_step(
     retrain_template: tuple[Path, dict[str, str]], tmp_path: Path, step: str
 ) -> None:

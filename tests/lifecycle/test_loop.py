@@ -40,7 +40,7 @@ import yaml
 from tests.helpers import SHARED_REMOTE, copy_project, free_port, run
 from treesurv.inference.bundle import BundleError, load_verified
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 RAW = Path("data/raw/Tree_Data.csv")
 POINTER = Path("data/raw/Tree_Data.csv.dvc")

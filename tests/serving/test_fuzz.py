@@ -24,19 +24,23 @@ from schemathesis import GenerationMode
 from bench import fuzz
 from treesurv.core import schema
 
-# Per operation, generation mode and header set; with the single-case operations
-# this makes some 2,500 requests (about a minute here).
-EXAMPLES = 90
-MIN_CASES = 2000
+# (examples per operation, generation mode and header set; cases at least): `make test`
+# makes some 1,200 requests (about 20 s here), `make test-e2e` some 2,500.
+RUNS = [
+    pytest.param(20, 1000, marks=pytest.mark.slow, id="short"),
+    pytest.param(90, 2000, marks=[pytest.mark.slow, pytest.mark.e2e], id="long"),
+]
 
 
-@pytest.mark.slow
-def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(bundle_four: Path) -> None:
-    report = fuzz.run(bundle_four, EXAMPLES)
+@pytest.mark.parametrize(("examples", "min_cases"), RUNS)
+def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(
+    bundle_four: Path, examples: int, min_cases: int
+) -> None:
+    report = fuzz.run(bundle_four, examples)
     summary = report.summary()
     assert report.findings == [], "\n\n".join(report.findings[:5])
     assert report.server_errors == 0
-    assert report.cases >= MIN_CASES, summary
+    assert report.cases >= min_cases, summary
     # Every operation of the document was exercised, and the fuzzing reached the
     # answers that matter: predictions, refusals, auth failures, limits, not ready.
     assert len(report.per_operation) >= 15, summary

@@ -384,13 +384,14 @@ class RetrainRun:
     def _pull(self, pointer: str) -> None:
         """Pull the data version, and check the remote holds it: a remote that cannot
         be reached fails the run here, before a minute of training, not at the push."""
-        remote = vcs.dvc_remote(self.root)
         try:
             vcs.dvc(["pull", pointer], self.root)
             status = vcs.dvc(["status", "--cloud", "--json", pointer], self.root)
         except vcs.CommandError as exc:
+            remote = vcs.dvc_remote(self.root)  # named only when it failed: two more dvc calls
             raise RetrainError(f"the DVC remote {remote} is unreachable: {exc}") from None
         if status.strip() not in ("", "{}"):
+            remote = vcs.dvc_remote(self.root)
             raise RetrainError(
                 f"the DVC remote {remote} does not hold the current data version "
                 f"({pointer}: {status.strip()})"
