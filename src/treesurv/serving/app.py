@@ -24,6 +24,7 @@ from treesurv.core import schema
 from treesurv.inference import kernel_cache
 from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, http, model_choice
+from treesurv.serving.admission import Admission
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, RequestTelemetry
 from treesurv.serving.routes import ROUTERS, kserve_v1, mlflow, open_inference, survival
@@ -88,6 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Authorization", "X-API-Key"],
         )
+    # Inside the body limit: a body over the limit is refused before it takes a slot.
+    app.add_middleware(
+        Admission,
+        metrics=metrics,
+        routes=app.router.routes,
+        max_concurrency=settings.max_concurrency,
+        max_queue=settings.max_queue,
+        max_pending_bytes=settings.max_pending_bytes,
+        queue_timeout=settings.queue_timeout,
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Metrics, request ids, security headers and the prediction log, in one layer.
     app.add_middleware(RequestTelemetry, metrics=metrics, log=predictions_log)

@@ -39,6 +39,7 @@ LATENCY_BUCKETS = (
 )
 PROBABILITY_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), 1.0)
 UNMATCHED = "unmatched"
+SHED_REASONS = ("queue_full", "bytes_full", "queue_timeout")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -101,6 +102,28 @@ class Metrics:
             "Bundles refused (missing, tampered or invalid); the previous model kept serving.",
             registry=self.registry,
         )
+        # Admission control (treesurv.serving.admission): the work a worker holds and
+        # what it refused; summed over the workers of a pod in multiprocess mode.
+        self.in_flight = Gauge(
+            "treesurv_requests_in_flight",
+            "Requests carrying work (POST) being worked on now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.queued = Gauge(
+            "treesurv_requests_queued",
+            "Requests carrying work waiting for a slot (the HPA's metric).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.shed_requests = Counter(
+            "treesurv_requests_shed",
+            "Requests answered 503 at once instead of queued: queue_full, bytes_full "
+            "(the bodies waiting were too large) or queue_timeout (waited too long).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self._shed = {r: self.shed_requests.labels(r) for r in SHED_REASONS}
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._endpoints: dict[str, Any] = {}
         self._served: tuple[str, str] | None = None
@@ -120,6 +143,9 @@ class Metrics:
             children = (self.requests.labels(*labels), self.latency.labels(*labels))
             self._children[key] = children
         return children
+
+    def shed(self, reason: str) -> None:
+        self._shed[reason].inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         counter, histogram = self.request_children(route, method, status)

@@ -41,11 +41,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _content_length(scope)
+        length = content_length(scope)
         if length is not None:
             if length > self.max_bytes:
                 if length <= self.drain_bytes:
-                    await self._drain(receive, 0)
+                    await drain(receive, self.drain_bytes)
                 await self._refuse(send, length)
                 return
             await self.app(scope, receive, send)  # the server enforces the declared length
@@ -78,18 +78,8 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 if more:  # once the body is all in, receive() waits for the disconnect
-                    await self._drain(receive, received)
+                    await drain(receive, self.drain_bytes, received)
                 await self._refuse(send, None)
-
-    async def _drain(self, receive: Receive, received: int) -> None:
-        """Read and drop the rest of the body, up to `drain_bytes` in all."""
-        while received <= self.drain_bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            received += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
 
     async def _refuse(self, send: Send, length: int | None) -> None:
         got = f"{length} bytes" if length is not None else "more"
@@ -122,7 +112,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     headers: Any = scope.get("headers", ())
     for name, value in headers:
         if name == b"content-length":
@@ -131,6 +121,17 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def drain(receive: Receive, limit: int = DRAIN_BYTES, received: int = 0) -> None:
+    """Read and drop the rest of a refused request's body, up to `limit` bytes in all."""
+    while received <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 # The page and the API load nothing from elsewhere; inline styles are allowed for the

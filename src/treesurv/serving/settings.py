@@ -65,6 +65,31 @@ class Settings(BaseSettings):
         "are cancelled; the prediction log is flushed after them.",
     )
 
+    max_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Requests carrying work (POST) a worker works on at once; the "
+        "others wait in its queue.",
+    )
+    max_queue: int = Field(
+        32,
+        ge=0,
+        description="Requests that may wait for a slot; past it a request gets 503 with "
+        "Retry-After at once (load shed instead of queued).",
+    )
+    max_pending_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Body bytes the requests worked on and waiting may hold together "
+        "(about 200 bytes a row): a huge batch counts as what it costs; past it, 503.",
+    )
+    queue_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a request may wait for a slot; after that it is dropped "
+        "with 503 before it is computed.",
+    )
+
     @field_validator("prediction_log_dir", "drift_report", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -1,0 +1,156 @@
+"""Admission control: each worker holds a bounded amount of work and sheds the rest.
+
+Past its bound a worker answers at once with 503 and `Retry-After` instead of
+queueing without end (as Triton's `max_queue_size` and `default_queue_policy` do):
+the clients that are served keep their latency, memory stays bounded, and a load
+balancer or an HPA sees the overload instead of timeouts.
+
+- Only requests that carry work (POST) pass the gate. GETs, and with them the probes
+  (`/healthz`, `/readyz`) and `/metrics`, never wait behind a queue.
+- At most `max_concurrency` requests are worked on at once; up to `max_queue` more
+  wait, first come first served.
+- Work is also counted in body bytes (what a batch costs to parse and score, about
+  200 bytes a row): when the requests in flight and waiting would hold more than
+  `max_pending_bytes`, a new one is shed, so one huge batch counts as what it costs.
+- A request that has waited `queue_timeout` seconds is dropped before it is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import orjson
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from treesurv.serving.metrics import Metrics
+from treesurv.serving.middleware import content_length, drain
+
+GATED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RETRY_AFTER_SECONDS = 1
+
+
+class _Waiter:
+    __slots__ = ("cost", "turn")
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+        self.turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Admission:
+    """Pure ASGI middleware: the gate in front of the routes that carry work."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        routes: list[BaseRoute],
+        max_concurrency: int,
+        max_queue: int,
+        max_pending_bytes: int,
+        queue_timeout: float,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.max_pending_bytes = max_pending_bytes
+        self.queue_timeout = queue_timeout
+        self.running = 0
+        self.pending_bytes = 0  # bodies of the requests running and waiting
+        self.waiting: deque[_Waiter] = deque()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in GATED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        cost = max(content_length(scope) or 0, 0)
+        reason = await self._admit(cost)
+        if reason is not None:
+            self.metrics.shed(reason)
+            await drain(receive)  # so that the client reads the 503, not a reset
+            await self._refuse(scope, send, reason)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._release(cost)
+
+    async def _admit(self, cost: int) -> str | None:
+        """None once the request may run; else why it is shed."""
+        if self.running < self.max_concurrency and not self.waiting:
+            self._take(cost)
+            return None
+        if len(self.waiting) >= self.max_queue:
+            return "queue_full"
+        if self.pending_bytes + cost > self.max_pending_bytes:
+            return "bytes_full"
+        waiter = _Waiter(cost)
+        self.waiting.append(waiter)
+        self.pending_bytes += cost
+        self.metrics.queued.inc()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.turn), self.queue_timeout)
+        except TimeoutError:
+            if waiter.turn.done():  # handed a slot as the time ran out: take it
+                return None
+            self._forget(waiter)
+            return "queue_timeout"
+        except asyncio.CancelledError:  # the client went away while waiting
+            if waiter.turn.done():
+                self._release(cost)
+            else:
+                self._forget(waiter)
+            raise
+        return None
+
+    def _take(self, cost: int) -> None:
+        self.running += 1
+        self.pending_bytes += cost
+        self.metrics.in_flight.inc()
+
+    def _forget(self, waiter: _Waiter) -> None:
+        self.waiting.remove(waiter)
+        self.pending_bytes -= waiter.cost
+        self.metrics.queued.dec()
+
+    def _release(self, cost: int) -> None:
+        """A request finished: its slot goes to the longest waiting one, if any."""
+        self.pending_bytes -= cost
+        if self.waiting:
+            waiter = self.waiting.popleft()
+            self.metrics.queued.dec()
+            waiter.turn.set_result(None)  # running stays: the slot changes hands
+            return
+        self.running -= 1
+        self.metrics.in_flight.dec()
+
+    async def _refuse(self, scope: Scope, send: Send, reason: str) -> None:
+        for route in self.routes:  # the route template labels the 503 in the metrics
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                scope["route"] = route
+                break
+        message = (
+            f"overloaded: waited {self.queue_timeout:g} s without a free worker slot"
+            if reason == "queue_timeout"
+            else "overloaded: this worker's queue is full"
+        ) + f"; retry in {RETRY_AFTER_SECONDS} s"
+        key = "error" if scope["path"].startswith("/v2/") else "detail"
+        body = orjson.dumps({key: message, "reason": reason})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
