@@ -78,13 +78,14 @@ class Settings(BaseSettings):
         "Retry-After at once (load shed instead of queued).",
     )
     max_pending_bytes: int = Field(
-        16 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=1024,
         description="Body bytes the requests worked on and waiting may hold together "
-        "(about 200 bytes a row): a huge batch counts as what it costs; past it, 503.",
+        "(about 200 bytes a row, so ten full batches): a huge batch counts as what it "
+        "costs; past it, 503. A request always runs when a slot is free and none waits.",
     )
     queue_timeout: float = Field(
-        2.0,
+        1.0,
         gt=0,
         description="Seconds a request may wait for a slot; after that it is dropped "
         "with 503 before it is computed.",

@@ -1,0 +1,270 @@
+"""Overload: one worker offered ten times what it serves, with and without admission control.
+
+The real server (one uvicorn worker, the pipeline's bundle) is first measured
+unloaded: `--connections` clients send 1,000-row batches back to back. Then an open
+loop offers `--factor` times that request rate for `--duration` seconds (arrivals do
+not wait for answers, as with many independent clients), while a prober asks
+`/readyz` every 100 ms. The same overload runs against the service with its default
+admission bounds and with the bounds lifted (every request queued), side by side.
+Afterwards: how soon `/readyz` answers and a batch is as fast as unloaded again.
+
+    python bench/overload.py [--duration 15] [--factor 10] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import load  # noqa: E402
+from bench.soak import record  # noqa: E402
+
+ROWS = 1000
+UNBOUNDED = {
+    "TREESURV_MAX_QUEUE": "1000000",
+    "TREESURV_MAX_PENDING_BYTES": str(1 << 40),
+    "TREESURV_QUEUE_TIMEOUT": "1000000",
+}
+TIMEOUT_S = 10.0  # what a client waits before giving up (the issue's load test used 5 s)
+
+
+def batch_body(rows: int = ROWS) -> bytes:
+    import pandas as pd
+
+    frame = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
+    sys.path.insert(0, str(ROOT / "src"))
+    from treesurv.core import schema
+
+    records = frame[list(schema.FEATURE_NAMES)].sample(rows, replace=True, random_state=0)
+    instances = [
+        {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
+        for r in records.to_dict("records")
+    ]
+    return orjson.dumps({"instances": instances})
+
+
+def pct(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+async def closed_loop(base: str, body: bytes, connections: int, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                async with session.post(f"{base}/v1/predictions", data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status == 200:
+                        latencies.append(time.perf_counter() - t)
+                    else:
+                        errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - start
+    return {
+        "rps": len(latencies) / elapsed,
+        "rows_per_s": len(latencies) * ROWS / elapsed,
+        "p50_ms": pct(latencies, 50) * 1e3,
+        "p99_ms": pct(latencies, 99) * 1e3,
+        "errors": errors,
+    }
+
+
+async def open_loop(
+    base: str, body: bytes, rate: float, duration: float, pid: int
+) -> dict[str, Any]:
+    """`rate` requests/s for `duration` s whatever the answers; probes every 100 ms."""
+    import aiohttp
+    import psutil
+
+    served: list[float] = []
+    shed: list[float] = []
+    failures: dict[str, int] = {}
+    probes: list[float] = []
+    rss: list[int] = []
+    headers = {"content-type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    server = psutil.Process(pid)
+    connector = aiohttp.TCPConnector(limit=0)  # one connection per request in flight
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one() -> None:
+            t = time.perf_counter()
+            try:
+                async with session.post(f"{base}/v1/predictions", data=body, headers=headers) as r:
+                    await r.read()
+                    spent = time.perf_counter() - t
+                    if r.status == 200:
+                        served.append(spent)
+                    elif r.status == 503 and r.headers.get("Retry-After"):
+                        shed.append(spent)
+                    else:
+                        failures[str(r.status)] = failures.get(str(r.status), 0) + 1
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                name = type(exc).__name__
+                failures[name] = failures.get(name, 0) + 1
+
+        async def prober(stop: asyncio.Event) -> None:
+            async with aiohttp.ClientSession() as own:  # its own connection, as a kubelet
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    try:
+                        async with own.get(f"{base}/readyz") as r:
+                            await r.read()
+                            probes.append(time.perf_counter() - t if r.status == 200 else 99.0)
+                    except aiohttp.ClientError:
+                        probes.append(99.0)
+                    rss.append(server.memory_info().rss)
+                    await asyncio.sleep(0.1)
+
+        stop = asyncio.Event()
+        probing = asyncio.create_task(prober(stop))
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * duration)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        sending = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start  # until the last answer
+        stop.set()
+        await probing
+    return {
+        "offered": n,
+        "offered_rps": n / sending,
+        "served": len(served),
+        "served_rps": len(served) / elapsed,
+        "served_rows_per_s": len(served) * ROWS / elapsed,
+        "served_p50_ms": pct(served, 50) * 1e3,
+        "served_p99_ms": pct(served, 99) * 1e3,
+        "shed": len(shed),
+        "shed_p99_ms": pct(shed, 99) * 1e3,
+        "failures": failures,
+        "probe_max_ms": max(probes) * 1e3,
+        "probe_p99_ms": pct(probes, 99) * 1e3,
+        "rss_max_mib": max(rss) / 2**20,
+    }
+
+
+async def recovery(base: str, body: bytes, unloaded_p50_ms: float) -> float:
+    """Seconds from the end of the load until /readyz answers and a batch is back
+    within 1.5x of its unloaded time."""
+    import aiohttp
+
+    start = time.perf_counter()
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() - start < 60:
+            async with session.get(f"{base}/readyz") as r:
+                ready = r.status == 200
+            t = time.perf_counter()
+            async with session.post(f"{base}/v1/predictions", data=body, headers=headers) as r:
+                await r.read()
+                fast = r.status == 200 and (time.perf_counter() - t) * 1e3 <= 1.5 * unloaded_p50_ms
+            if ready and fast:
+                return time.perf_counter() - start
+            await asyncio.sleep(0.05)
+    return float("inf")
+
+
+def shed_reasons(base: str) -> dict[str, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        s.labels["reason"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "treesurv_requests_shed_total"
+    }
+
+
+def run(duration: float, factor: float, connections: int, model: Path) -> dict[str, Any]:
+    body = batch_body()
+    out: dict[str, Any] = {"rows": ROWS, "factor": factor, "duration_s": duration}
+    for name, env in (("admission", {}), ("unbounded", UNBOUNDED)):
+        port = load.free_port()
+        proc = load.start("real", port, model, env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(closed_loop(base, body, connections, 2.0))  # warm-up
+            unloaded = asyncio.run(closed_loop(base, body, connections, duration))
+            rate = factor * unloaded["rps"]
+            loaded = asyncio.run(open_loop(base, body, rate, duration, proc.pid))
+            back = asyncio.run(recovery(base, body, unloaded["p50_ms"]))
+            loaded["shed_by_reason"] = shed_reasons(base)
+        finally:
+            load.stop(proc)
+        out[name] = {
+            "unloaded": unloaded,
+            "overload": loaded,
+            "recovered_s": back,
+            "served_ratio": loaded["served_rows_per_s"] / unloaded["rows_per_s"],
+            "p99_ratio": loaded["served_p99_ms"] / unloaded["p99_ms"],
+        }
+    return out
+
+
+def report(summary: dict[str, Any]) -> str:
+    lines = [
+        f"Overload: {summary['factor']:g}x the unloaded rate of {summary['rows']}-row batches "
+        f"for {summary['duration_s']:g} s, one worker",
+        f"{'':<11}{'rows/s':>9}{'x unl.':>8}{'p99 ms':>9}{'x unl.':>8}{'shed':>6}"
+        f"{'failed':>8}{'probe max ms':>14}{'RSS MiB':>9}{'back s':>8}",
+    ]
+    for name in ("admission", "unbounded"):
+        s = summary[name]
+        o = s["overload"]
+        lines.append(
+            f"{name:<11}{o['served_rows_per_s']:>9.0f}{s['served_ratio']:>8.2f}"
+            f"{o['served_p99_ms']:>9.0f}{s['p99_ratio']:>8.2f}{o['shed']:>6}"
+            f"{sum(o['failures'].values()):>8}{o['probe_max_ms']:>14.0f}"
+            f"{o['rss_max_mib']:>9.0f}{s['recovered_s']:>8.2f}  {o['shed_by_reason']}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--factor", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=4, help="Clients of the unloaded run.")
+    parser.add_argument("--model", type=Path, default=load.DEFAULT_MODEL)
+    parser.add_argument("--record", action="store_true", help="Merge into bench/results.json.")
+    args = parser.parse_args()
+    summary = run(args.duration, args.factor, args.connections, args.model)
+    print(report(summary))
+    if args.record:
+        record("overload", summary)
+
+
+if __name__ == "__main__":
+    main()
