@@ -43,8 +43,8 @@ KILLED = -9
 
 
 def kill_points(steps: dict[str, Any], *quick: str) -> list[Any]:
-    """Every step of a matrix as a parameter: `make test` kills at the given ones (one
-    undone and one finished), `make test-e2e` at every other step too."""
+    """Every step of a matrix as a parameter: `make test` kills at the given ones,
+    `make test-e2e` at every other step too."""
     return [pytest.param(step, marks=() if step in quick else pytest.mark.e2e) for step in steps]
 
 
@@ -112,7 +112,7 @@ def two_versions(
     return base, digests
 
 
-@pytest.mark.parametrize("step", kill_points(PROMOTE_STEPS, "promote:restored", "promote:assigned"))
+@pytest.mark.parametrize("step", kill_points(PROMOTE_STEPS, "promote:assigned"))
 def test_promote_killed_at_each_step(
     two_versions: tuple[Path, dict[str, str]], tmp_path: Path, step: str
 ) -> None:
@@ -141,7 +141,7 @@ DATA_STEPS = {  # step -> the rows were added
 }
 
 
-@pytest.mark.parametrize("step", kill_points(DATA_STEPS, "data-add:pushed", "data-add:committed"))
+@pytest.mark.parametrize("step", kill_points(DATA_STEPS, "data-add:committed"))
 def test_data_add_killed_at_each_step(
     data_repo: Repo, real_csv: Path, tmp_path: Path, step: str
 ) -> None:
@@ -209,7 +209,7 @@ def retrain_template(
     return base, digests
 
 
-@pytest.mark.parametrize("step", kill_points(RETRAIN_STEPS, "retrain:pushed", "retrain:committed"))
+@pytest.mark.parametrize("step", kill_points(RETRAIN_STEPS, "retrain:committed"))
 def test_retrain_promotion_killed_at_each_step(
     retrain_template: tuple[Path, dict[str, str]], tmp_path: Path, step: str
 ) -> None:
@@ -260,6 +260,7 @@ def failed_retrain(repo: Repo) -> tuple[str, dict[str, object]]:
     return " ".join(out.stderr.split()), report
 
 
+@pytest.mark.e2e
 def test_remote_unreachable_at_the_start_changes_nothing(
     retrain_template: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -284,6 +285,7 @@ def test_remote_unreachable_at_the_start_changes_nothing(
     assert_consistent(repo, digests, "1.0.0")
 
 
+@pytest.mark.e2e
 def test_remote_lost_between_pull_and_push_changes_nothing(
     retrain_template: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
