@@ -88,9 +88,10 @@ browser: ## Install chromium and chromium-driver (Debian packages) for the brows
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver; }
 
 # Hermetic: tiny in-memory frames, no ../shared, no DVC, no git (tests/conftest.py
-# fails a fast test that reaches for them).
+# fails a fast test that reaches for them). Two workers, tests dealt one by one
+# (their fixtures are cheap enough to build in both).
 test-fast: setup ## Only the quick, hermetic tests (no data remote, no pipeline, no servers, no git)
-	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables generated from the code)

@@ -36,6 +36,21 @@ from treesurv.core import schema  # noqa: E402
 
 BODY = json.dumps({"instances": [schema.EXAMPLE]})
 
+
+def batch_body(rows: int) -> str:
+    """A body of `rows` real seedlings (the held-out split, resampled), EMF null where
+    the species has none."""
+    import pandas as pd
+
+    frame = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
+    picked = frame[list(schema.FEATURE_NAMES)].sample(rows, replace=True, random_state=0)
+    instances = [
+        {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
+        for r in picked.to_dict("records")
+    ]
+    return json.dumps({"instances": instances})
+
+
 BARE = (
     "import uvicorn; from treesurv.serving.server import uvicorn_options; "
     "uvicorn.run('bench.bare_app:create_app', "
@@ -154,7 +169,7 @@ def wrk(port: int, duration: float, connections: int, script: Path) -> dict[str,
     }
 
 
-def python_client(port: int, duration: float, connections: int) -> dict[str, Any]:
+def python_client(port: int, duration: float, connections: int, body: str = BODY) -> dict[str, Any]:
     """Fallback generator (httpx, asyncio): weaker than wrk, same for both apps."""
     import httpx
 
@@ -171,7 +186,7 @@ def python_client(port: int, duration: float, connections: int) -> dict[str, Any
                 while time.perf_counter() < deadline:
                     t = time.perf_counter()
                     try:
-                        r = await c.post(PATH, content=BODY, headers=headers)
+                        r = await c.post(PATH, content=body, headers=headers)
                         ok = r.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -197,8 +212,15 @@ def python_client(port: int, duration: float, connections: int) -> dict[str, Any
 
 
 def run(
-    rounds: int, duration: float, connections: int, model: Path, generator: str = "auto"
+    rounds: int,
+    duration: float,
+    connections: int,
+    model: Path,
+    generator: str = "auto",
+    rows: int = 1,
 ) -> dict[str, Any]:
+    """Requests/s of each app, `rows` instances per request (one: the example seedling)."""
+    body = BODY if rows == 1 else batch_body(rows)
     use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     results: dict[str, list[dict[str, Any]]] = {"real": [], "bare": []}
@@ -206,14 +228,14 @@ def run(
         script = Path(tmp) / "post.lua"
         script.write_text(
             'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(BODY)}\n"
+            f"wrk.body = {json.dumps(body)}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
 
         def load(port: int, seconds: float) -> dict[str, Any]:
             if use_wrk:
                 return wrk(port, seconds, connections, script)
-            return python_client(port, seconds, connections)
+            return python_client(port, seconds, connections, body)
 
         try:
             for kind in ("real", "bare"):
@@ -234,10 +256,12 @@ def run(
         "duration_s": duration,
         "rounds": rounds,
         "workers": 1,
+        "rows_per_request": rows,
     }
     for kind, runs in results.items():
         summary[kind] = {
             "rps": statistics.median(x["rps"] for x in runs),
+            "rows_per_s": statistics.median(x["rps"] for x in runs) * rows,
             "p50_ms": statistics.median(x["p50_ms"] for x in runs),
             "p99_ms": statistics.median(x["p99_ms"] for x in runs),
             "errors": sum(x["errors"] for x in runs),
@@ -251,7 +275,8 @@ def run(
 def report(summary: dict[str, Any]) -> str:
     lines = [
         f"HTTP load: {summary['generator']}, {summary['connections']} connections, "
-        f"1 worker, {summary['rounds']} x {summary['duration_s']:g}s per app (median of rounds)",
+        f"1 worker, {summary['rows_per_request']} instance(s) per request, "
+        f"{summary['rounds']} x {summary['duration_s']:g}s per app (median of rounds)",
         f"{'app':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}",
     ]
     for kind in ("real", "bare"):
@@ -270,9 +295,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--rows", type=int, default=1, help="Instances per request.")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
-    summary = run(args.rounds, args.duration, args.connections, args.model, args.generator)
+    summary = run(
+        args.rounds, args.duration, args.connections, args.model, args.generator, args.rows
+    )
     print(report(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

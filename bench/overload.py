@@ -18,10 +18,9 @@ import asyncio
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,21 +35,6 @@ UNBOUNDED = {
     "TREESURV_QUEUE_TIMEOUT": "1000000",
 }
 TIMEOUT_S = 10.0  # what a client waits before giving up (the load test used 5 s)
-
-
-def batch_body(rows: int = ROWS) -> bytes:
-    import pandas as pd
-
-    frame = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
-    sys.path.insert(0, str(ROOT / "src"))
-    from treesurv.core import schema
-
-    records = frame[list(schema.FEATURE_NAMES)].sample(rows, replace=True, random_state=0)
-    instances = [
-        {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
-        for r in records.to_dict("records")
-    ]
-    return orjson.dumps({"instances": instances})
 
 
 def pct(values: list[float], q: int) -> float:
@@ -208,8 +192,14 @@ def shed_reasons(base: str) -> dict[str, float]:
 
 
 def run(duration: float, factor: float, connections: int, model: Path) -> dict[str, Any]:
-    body = batch_body()
-    out: dict[str, Any] = {"rows": ROWS, "factor": factor, "duration_s": duration}
+    body = load.batch_body(ROWS).encode()
+    out: dict[str, Any] = {
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": ROWS,
+        "factor": factor,
+        "duration_s": duration,
+        "client_timeout_s": TIMEOUT_S,
+    }
     for name, env in (("admission", {}), ("unbounded", UNBOUNDED)):
         port = load.free_port()
         proc = load.start("real", port, model, env)

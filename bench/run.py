@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import inprocess, load, log_overhead
+from bench import coldstart, inprocess, load, log_overhead, overload
 
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -29,6 +29,13 @@ def main() -> None:
     args = parser.parse_args()
     http = load.run(args.rounds, args.duration, 16, load.DEFAULT_MODEL)
     print(load.report(http), flush=True)
+    # 1,000-row batches: the bound of a request, where validation costs the most.
+    http_batch = load.run(args.rounds, args.duration, 16, load.DEFAULT_MODEL, rows=1000)
+    print(load.report(http_batch), flush=True)
+    cold = coldstart.run(max(5, args.rounds), load.DEFAULT_MODEL)
+    print(coldstart.report(cold), flush=True)
+    over = overload.run(15.0, 10.0, 4, load.DEFAULT_MODEL)
+    print(overload.report(over), flush=True)
     local = inprocess.run(
         inprocess.ROOT / "models" / "tree-survival",
         inprocess.ROOT / "data" / "raw" / "Tree_Data.csv",
@@ -39,13 +46,18 @@ def main() -> None:
     print(inprocess.report(local))
     plog = log_overhead.run(max(4, args.rounds), 5.0, 16, load.DEFAULT_MODEL)
     print(log_overhead.report(plog))
-    results = {
+    # The long runs (soak, swaps, fuzz) are recorded by their own scripts: keep them.
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results |= {
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": len(__import__("os").sched_getaffinity(0)),
             "python": platform.python_version(),
         },
         "http": http,
+        "http_batch": http_batch,
+        "coldstart": cold,
+        "overload": over,
         "inprocess": local,
         "prediction_log": plog,
     }

@@ -461,15 +461,19 @@ def _served(m: dict[str, Any]) -> str:
     )
 
 
-def _bench_http(r: dict[str, Any]) -> str:
-    h = r.get("http") or {}
+def _bench_http(r: dict[str, Any], key: str = "http") -> str:
+    h = r.get(key)
+    if not h:
+        raise GenerationError(f"bench/results.json has no {key!r} (run make bench)")
+    batch = h.get("rows_per_request", 1) > 1
     rows = []
-    for key, label in (("real", "treesurv"), ("bare", "bare FastAPI app (validation only)")):
-        m = h.get(key) or {}
+    for app, label in (("real", "treesurv"), ("bare", "bare FastAPI app (validation only)")):
+        m = h.get(app) or {}
         rows.append(
             [
                 label,
                 _num(m.get("rps"), 0),
+                *([_num(m.get("rows_per_s"), 0)] if batch else []),
                 _num(m.get("p50_ms"), 2),
                 _num(m.get("p99_ms"), 2),
                 _num(m.get("errors")),
@@ -477,15 +481,38 @@ def _bench_http(r: dict[str, Any]) -> str:
             ]
         )
     note = (
-        f"`POST /v1/predictions`, one instance per request; {h.get('generator', 'wrk')}, "
-        f"{_num(h.get('connections'))} connections, {_num(h.get('workers'))} worker, median of "
+        f"`POST /v1/predictions`, {_num(h.get('rows_per_request', 1))} instance(s) per request; "
+        f"{h.get('generator', 'wrk')}, {_num(h.get('connections'))} connections, "
+        f"{_num(h.get('workers'))} worker, median of "
         f"{_num(h.get('rounds'))} × {_num(h.get('duration_s'), 0)} s. "
         f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. "
-        f"Measured {h.get('measured', '–')}."
+        f"Measured {h.get('measured', r.get('measured', '–'))}."
     )
-    return (
-        note + "\n\n" + _table(["server", "req/s", "p50 ms", "p99 ms", "errors", "requests"], rows)
+    header = ["server", "req/s", *(["rows/s"] if batch else []), "p50 ms", "p99 ms"]
+    return note + "\n\n" + _table([*header, "errors", "requests"], rows)
+
+
+def _bench_coldstart(r: dict[str, Any]) -> str:
+    c = r.get("coldstart")
+    if not c:
+        raise GenerationError("bench/results.json has no 'coldstart' (run make bench)")
+    rows = [
+        [
+            "treesurv: `/readyz` 200 (exact answers, NumPy walk)",
+            f"{_num(c.get('real_ready_s'), 2)} s",
+        ],
+        [
+            "treesurv: kernels compiled (full speed)",
+            f"{_num(c.get('real_full_speed_s'), 2)} s",
+        ],
+        ["bare FastAPI app: first 200", f"{_num(c.get('bare_ready_s'), 2)} s"],
+    ]
+    note = (
+        f"From exec to the first 200, one uvicorn worker, median of {_num(c.get('rounds'))} "
+        f"fresh starts each, alternating. Ratio to the bare app: "
+        f"**{_num(c.get('ratio'), 2)}**. Measured {c.get('measured', '–')}."
     )
+    return note + "\n\n" + _table(["server", "time"], rows)
 
 
 def _bench_inprocess(r: dict[str, Any]) -> str:
@@ -605,7 +632,52 @@ def _bench_log(r: dict[str, Any]) -> str:
     )
 
 
+def _bench_overload(r: dict[str, Any]) -> str:
+    o = r.get("overload")
+    if not o:
+        raise GenerationError("bench/results.json has no 'overload' (run make bench)")
+    rows = []
+    for name, label in (("admission", "admission control (defaults)"), ("unbounded", "no bound")):
+        run = o.get(name) or {}
+        u, x = run.get("unloaded") or {}, run.get("overload") or {}
+        failures = sum((x.get("failures") or {}).values())
+        rows.append(
+            [
+                label,
+                f"{_num(u.get('rows_per_s'), 0)} rows/s, p99 {_num(u.get('p99_ms'), 0)} ms",
+                f"{_num(x.get('served_rows_per_s'), 0)} rows/s "
+                f"(**{_num(run.get('served_ratio'), 2)}×**)",
+                f"{_num(x.get('served_p99_ms'), 0)} ms (**{_num(run.get('p99_ratio'), 2)}×**)",
+                f"{_num(x.get('shed'))} of {_num(x.get('offered'))}",
+                _num(failures),
+                f"{_num(x.get('probe_max_ms'), 0)} ms",
+                f"{_num(x.get('rss_max_mib'), 0)} MiB",
+                f"{_num(run.get('recovered_s'), 2)} s",
+            ]
+        )
+    note = (
+        f"{_num(o.get('factor'), 0)}× the unloaded request rate of {_num(o.get('rows'))}-row "
+        f"batches for {_num(o.get('duration_s'), 0)} s, one worker, open loop; a client "
+        f"gives up after {_num(o.get('client_timeout_s'), 0)} s. Measured {o.get('measured', '–')}."
+    )
+    header = [
+        "server",
+        "unloaded",
+        "served under overload",
+        "p99 of served",
+        "shed (503)",
+        "timeouts and resets",
+        "slowest /readyz",
+        "peak RSS",
+        "ready and at full speed after",
+    ]
+    return note + "\n\n" + _table(header, rows)
+
+
 BENCH: dict[str, Callable[[dict[str, Any]], str]] = {
+    "http-batch": lambda r: _bench_http(r, "http_batch"),
+    "coldstart": _bench_coldstart,
+    "overload": _bench_overload,
     "http": _bench_http,
     "inprocess": _bench_inprocess,
     "soak": _bench_soak,

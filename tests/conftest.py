@@ -19,9 +19,11 @@ directory under a file lock, and the other worker waits for it and reuses it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,12 +45,15 @@ from tests.helpers import (
 from treesurv.core import schema
 from treesurv.core.split import model_frame
 
+# The fixtures that need the session's pipeline run.
+TRAINED = frozenset({"pipeline_project", "trained_copy", "bundle_dir"})
 # Fixtures that need ../shared, DVC or git: only slow tests may use them.
 REAL = frozenset(
     {"project", "real_csv", "real_frame", "real_study", "real_model_study"}
     | {"pipeline_project", "trained_copy", "bundle_dir"}
 )
 NOT_HERMETIC = frozenset({"git", "dvc", "gto"})
+log = logging.getLogger(__name__)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,7 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config._treesurv_threads = threadpool_limits(limits=1, user_api="openmp")  # type: ignore[attr-defined]
 
 
+def _trained(item: pytest.Item) -> bool:
+    return bool(TRAINED.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which it keeps
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The files that need the trained project go last, so that the other tests run
+    # while the pipeline builds in the background (pytest_collection_finish).
+    late = {item.path for item in items if _trained(item)}
+    items.sort(key=lambda item: item.path in late)
     for item in items:
         if item.get_closest_marker("e2e") and not item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked e2e but not slow")
@@ -72,6 +86,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             )
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the trained project in a thread as soon as the tests are known,
+    if any of them needs it: the fixtures wait for it (under `_once`'s lock)."""
+    if session.config.option.collectonly or not any(_trained(i) for i in session.items):
+        return
+    factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+
+    def build() -> None:
+        try:
+            _build_trained(factory)
+        except BaseException:  # the fixture that needs it builds again and reports
+            log.exception("building the trained project in the background failed")
+
+    threading.Thread(target=build, name="trained-project", daemon=True).start()
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a fast test, starting git, dvc or gto is an error."""
@@ -80,6 +110,10 @@ def _hermetic(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     real_init = subprocess.Popen.__init__
 
     def guarded(self: Any, args: Any, *a: Any, **kw: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            # The trained project's background build, not the test.
+            real_init(self, args, *a, **kw)
+            return
         argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
         first = os.fsdecode(argv[0]).split()[0] if argv else ""
         if Path(first).name in NOT_HERMETIC:
@@ -164,8 +198,8 @@ def _once(
     return shared
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _build_project(factory: pytest.TempPathFactory) -> Path:
+    """The project copy with the study data pulled (once per session)."""
     if not SHARED_REMOTE.is_dir():
         pytest.fail(f"the shared DVC remote is missing: {SHARED_REMOTE}")
 
@@ -178,7 +212,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # names outputs that the remote does not hold.
         run(["dvc", "pull"], dest)
 
-    return _once(tmp_path_factory, "project", build) / "project"
+    return _once(factory, "project", build) / "project"
+
+
+def _build_trained(factory: pytest.TempPathFactory) -> Path:
+    """The project after `dvc repro` (once per session)."""
+    project = _build_project(factory)
+    _once(factory, "pipeline", lambda _: run(["dvc", "repro"], project))
+    return project
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_project(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -206,11 +252,10 @@ def real_model_study(real_study: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def pipeline_project(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project after `dvc repro` on the real data: the session's one pipeline run.
     Shared by every test that needs it: read it, never change it (use `trained_copy`)."""
-    _once(tmp_path_factory, "pipeline", lambda _: run(["dvc", "repro"], project))
-    return project
+    return _build_trained(tmp_path_factory)
 
 
 @pytest.fixture

@@ -515,6 +515,19 @@ def running(
     )
 
 
+@contextmanager
+def serving(bundle: Path, cwd: Path, **settings: str) -> Iterator[str]:
+    """`treesurv serve` (one uvicorn worker) on `bundle`, its watcher off, with
+    `TREESURV_<NAME>` set from each keyword; yields the base URL once `/readyz` is 200."""
+    port = free_port()
+    cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--model", str(bundle)]
+    env = {"TREESURV_WATCH_INTERVAL": "0"}
+    env |= {f"TREESURV_{name.upper()}": value for name, value in settings.items()}
+    with running(cmd, env, port, cwd, "/readyz") as base:
+        yield base
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, exited but not reaped, does not)."""
     try:

@@ -9,13 +9,13 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import requests
 
-from tests.helpers import BIN, build_four_model_bundle, free_port, running
+from tests.helpers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +31,8 @@ def _chunks() -> Iterator[bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("limit")
-    build_four_model_bundle(workdir / "bundle", study)
-    port = free_port()
-    cmd = [str(BIN / "treesurv"), "serve", "--port", str(port), "--model", str(workdir / "bundle")]
-    env = {"TREESURV_WATCH_INTERVAL": "0", "TREESURV_MAX_BODY_BYTES": str(LIMIT)}
-    with running(cmd, env, port, workdir, "/readyz") as base:
+def server(tmp_path_factory: pytest.TempPathFactory, bundle_four: Path) -> Iterator[str]:
+    with serving(bundle_four, tmp_path_factory.mktemp("limit"), max_body_bytes=str(LIMIT)) as base:
         yield base
 
 

@@ -17,7 +17,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.helpers import BIN, OIP_MODEL, free_port, instances, request, running
+from tests.helpers import OIP_MODEL, instances, request, serving
 from treesurv.core import schema
 
 pytestmark = pytest.mark.slow
@@ -30,11 +30,7 @@ TOLERANCE = 1e-9
 @pytest.fixture(scope="module")
 def server(bundle_four: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`treesurv serve` on the four-model bundle; its base URL."""
-    cwd = tmp_path_factory.mktemp("oip-server")
-    port = free_port()
-    cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--model", str(bundle_four)]
-    with running(cmd, {"TREESURV_WATCH_INTERVAL": "0"}, port, cwd, "/readyz") as base:
+    with serving(bundle_four, tmp_path_factory.mktemp("oip-server")) as base:
         yield base
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,19 +14,15 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.helpers import BIN, build_four_model_bundle, free_port, instances, running
+from tests.helpers import instances, serving
 from treesurv.core import schema
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, study: pd.DataFrame) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("protocols")
-    build_four_model_bundle(workdir / "bundle", study)
-    port = free_port()
-    cmd = [str(BIN / "treesurv"), "serve", "--port", str(port), "--model", str(workdir / "bundle")]
-    with running(cmd, {"TREESURV_WATCH_INTERVAL": "0"}, port, workdir, "/readyz") as base:
+def server(tmp_path_factory: pytest.TempPathFactory, bundle_four: Path) -> Iterator[str]:
+    with serving(bundle_four, tmp_path_factory.mktemp("protocols")) as base:
         yield base
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import BIN, free_port, instances, running
+from tests.helpers import instances, serving
 from treesurv.inference.bundle import load_verified
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,11 @@ def metric(text: str, name: str, **labels: str) -> float:
 @pytest.mark.parametrize(
     ("bounds", "reason"),
     [
-        ({"TREESURV_MAX_QUEUE": "2"}, "queue_full"),
-        ({"TREESURV_MAX_QUEUE": "1000", "TREESURV_QUEUE_TIMEOUT": "0.02"}, "queue_timeout"),
+        ({"max_queue": "2"}, "queue_full"),
+        (
+            {"max_queue": "1000", "max_pending_bytes": "1000000000", "queue_timeout": "0.02"},
+            "queue_timeout",
+        ),
     ],
     ids=["queue-full", "deadline"],
 )
@@ -50,14 +53,11 @@ def test_overload_is_shed_and_probes_still_answer(
     rows = study.head(1000)
     body = orjson.dumps({"instances": instances(rows)})
     expected = compiled.proba_columns(rows)
-    port = free_port()
-    cmd = [str(BIN / "treesurv"), "serve", "--port", str(port), "--model", str(bundle_four)]
-    env = {"TREESURV_WATCH_INTERVAL": "0", "TREESURV_MAX_CONCURRENCY": "1", **bounds}
     answers: list[tuple[int, Any, Any]] = []
     probes: list[int] = []
     stop = threading.Event()
 
-    with running(cmd, env, port, tmp_path, "/readyz") as base:
+    with serving(bundle_four, tmp_path, max_concurrency="1", **bounds) as base:
 
         def client() -> None:
             with requests.Session() as session:
