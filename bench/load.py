@@ -218,8 +218,10 @@ def run(
     model: Path,
     generator: str = "auto",
     rows: int = 1,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Requests/s of each app, `rows` instances per request (one: the example seedling)."""
+    """Requests/s of each app, `rows` instances per request (one: the example seedling);
+    `env`: settings of the real server."""
     body = BODY if rows == 1 else batch_body(rows)
     use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
@@ -240,7 +242,7 @@ def run(
         try:
             for kind in ("real", "bare"):
                 port = free_port()
-                servers[kind] = (start(kind, port, model), port)
+                servers[kind] = (start(kind, port, model, env), port)
                 load(port, min(2.0, duration))  # warm-up, not counted
             for r in range(rounds):
                 # Alternate the order so neither app always runs on a warmer machine.

@@ -155,15 +155,18 @@ async def open_loop(
     }
 
 
-async def recovery(base: str, body: bytes, unloaded_p50_ms: float) -> float:
+RECOVERY_LIMIT_S = 60.0
+
+
+async def recovery(base: str, body: bytes, unloaded_p50_ms: float) -> float | None:
     """Seconds from the end of the load until /readyz answers and a batch is back
-    within 1.5x of its unloaded time."""
+    within 1.5x of its unloaded time; None if not within RECOVERY_LIMIT_S."""
     import aiohttp
 
     start = time.perf_counter()
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession() as session:
-        while time.perf_counter() - start < 60:
+        while time.perf_counter() - start < RECOVERY_LIMIT_S:
             async with session.get(f"{base}/readyz") as r:
                 ready = r.status == 200
             t = time.perf_counter()
@@ -173,7 +176,7 @@ async def recovery(base: str, body: bytes, unloaded_p50_ms: float) -> float:
             if ready and fast:
                 return time.perf_counter() - start
             await asyncio.sleep(0.05)
-    return float("inf")
+    return None
 
 
 def shed_reasons(base: str) -> dict[str, float]:
@@ -199,6 +202,7 @@ def run(duration: float, factor: float, connections: int, model: Path) -> dict[s
         "factor": factor,
         "duration_s": duration,
         "client_timeout_s": TIMEOUT_S,
+        "recovery_limit_s": RECOVERY_LIMIT_S,
     }
     for name, env in (("admission", {}), ("unbounded", UNBOUNDED)):
         port = load.free_port()
@@ -237,7 +241,8 @@ def report(summary: dict[str, Any]) -> str:
             f"{name:<11}{o['served_rows_per_s']:>9.0f}{s['served_ratio']:>8.2f}"
             f"{o['served_p99_ms']:>9.0f}{s['p99_ratio']:>8.2f}{o['shed']:>6}"
             f"{sum(o['failures'].values()):>8}{o['probe_max_ms']:>14.0f}"
-            f"{o['rss_max_mib']:>9.0f}{s['recovered_s']:>8.2f}  {o['shed_by_reason']}"
+            f"{o['rss_max_mib']:>9.0f}{s['recovered_s'] or float('inf'):>8.2f}  "
+            f"{o['shed_by_reason']}"
         )
     return "\n".join(lines)
 

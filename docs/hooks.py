@@ -652,7 +652,9 @@ def _bench_overload(r: dict[str, Any]) -> str:
                 _num(failures),
                 f"{_num(x.get('probe_max_ms'), 0)} ms",
                 f"{_num(x.get('rss_max_mib'), 0)} MiB",
-                f"{_num(run.get('recovered_s'), 2)} s",
+                f"{_num(run.get('recovered_s'), 2)} s"
+                if run.get("recovered_s") is not None
+                else f"not within {_num(o.get('recovery_limit_s', 60), 0)} s",
             ]
         )
     note = (
