@@ -65,12 +65,18 @@ retrain: setup ## Continuous training: retrain, compare with production, promote
 	$(BIN)/treesurv retrain $(if $(DATA),--data $(DATA))
 
 # Two xdist workers (the machine's two cores), each test file on one worker so that
-# a module's fixtures are built once; the session's pipeline run is shared by both
+# a module's fixtures are built once, in collection order (not biggest first): the
+# files that need the trained project come last, while it builds in the background
 # (tests/conftest.py). Random order: pytest-randomly prints its seed; replay an order
 # with PYTEST_ARGS=--randomly-seed=N, or PYTEST_ARGS="-p no:randomly".
-XDIST ?= -n 2 --dist loadfile
-test: setup browser lint typecheck security docs ## Lint, type-check, security checks, the docs build and the tests (all but e2e)
+XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
+test: setup browser checks ## Lint, type-check, security checks, the docs build and the tests (all but e2e)
 	$(BIN)/pytest $(XDIST) -m "not e2e" --durations=15 $(PYTEST_ARGS)
+
+# The static checks, two at a time (each is single-threaded).
+.PHONY: checks
+checks: setup ## Lint, type-check, security checks and the docs build, two at a time
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck security docs
 
 # The end-to-end runs that take minutes each: the continuous-training loop, the
 # crash-injection matrices, the soak runs and the long fuzz. CI runs them after `make test`.
