@@ -23,7 +23,7 @@ export PATH := $(BIN):$(PATH)
 	production retrain lint-workflows remote-from-env shared-mirror publish image redeploy
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP) $(PROMTOOL) ## Prepare .venv with the treesurv command (pinned versions)
