@@ -63,6 +63,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from threadpoolctl import threadpool_limits
 
     config._treesurv_threads = threadpool_limits(limits=1, user_api="openmp")  # type: ignore[attr-defined]
+    # And one core for joblib in an xdist worker (each worker is one of the two cores):
+    # cross-validation in a test runs its folds in turn instead of starting process
+    # pools that fight the other worker. The commands a test runs keep every core
+    # (`tests.helpers.run` drops this).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["LOKY_MAX_CPU_COUNT"] = "1"
 
 
 def _trained(item: pytest.Item) -> bool:

@@ -51,7 +51,7 @@ def run(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "LOKY_MAX_CPU_COUNT"},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "GIT_AUTHOR_NAME": "treesurv tests",
         "GIT_AUTHOR_EMAIL": "tests@example.invalid",
