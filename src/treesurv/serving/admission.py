@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-import orjson
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from treesurv.serving.metrics import Metrics
-from treesurv.serving.middleware import content_length, drain
+from treesurv.serving.middleware import content_length, drain, send_json
 
 GATED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RETRY_AFTER_SECONDS = 1
@@ -141,16 +140,5 @@ class Admission:
             else "overloaded: this worker's queue is full"
         ) + f"; retry in {RETRY_AFTER_SECONDS} s"
         key = "error" if scope["path"].startswith("/v2/") else "detail"
-        body = orjson.dumps({key: message, "reason": reason})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        retry = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
+        await send_json(send, 503, {key: message, "reason": reason}, retry)

@@ -10,6 +10,7 @@ when there is one, or while streaming otherwise, after reading the rest of the b
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -83,33 +84,26 @@ class BodyLimit:
 
     async def _refuse(self, send: Send, length: int | None) -> None:
         got = f"{length} bytes" if length is not None else "more"
-        body = orjson.dumps(
-            {
-                "detail": [
-                    {
-                        "field": "body",
-                        "value": length,
-                        "allowed": f"at most {self.max_bytes} bytes",
-                        "msg": f"request body too large: {got}; the limit is "
-                        f"{self.max_bytes} bytes (send fewer instances per request)",
-                        "type": "body_too_large",
-                        "loc": ["body"],
-                    }
-                ]
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        error = {
+            "field": "body",
+            "value": length,
+            "allowed": f"at most {self.max_bytes} bytes",
+            "msg": f"request body too large: {got}; the limit is "
+            f"{self.max_bytes} bytes (send fewer instances per request)",
+            "type": "body_too_large",
+            "loc": ["body"],
+        }
+        await send_json(send, 413, {"detail": [error]}, [(b"connection", b"close")])
+
+
+async def send_json(
+    send: Send, status: int, payload: Any, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """A whole JSON answer from a middleware that answers before the app does."""
+    body = orjson.dumps(payload)
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*start, *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def content_length(scope: Scope) -> int | None:
