@@ -3,6 +3,8 @@ answers exactly while its kernels compile in the background."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from tests.helpers import build_four_model_bundle, classifier_zoo, instances
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
+from treesurv.inference import predictor
 from treesurv.inference.predictor import KERNELS, FastPredictor, dumps, loads, trees_of
 from treesurv.serving import state as state_mod
 from treesurv.serving.metrics import Metrics
@@ -52,6 +55,10 @@ def test_numpy_walk_equals_the_kernels_bit_for_bit(
     kernels_one = [model.proba_one(x, x.astype(np.float32)) for x in X[:100]]
     monkeypatch.setattr(KERNELS, "numba", False)
     walked = [model.proba(X), model.proba(big)]
+    # In blocks of rows too (a big batch is walked a block at a time).
+    monkeypatch.setattr(predictor, "NUMPY_WALK_CELLS", 1000)
+    walked.append(model.proba(big))
+    kernels.append(kernels[1])
     walked_one = [model.proba_one(x, x.astype(np.float32)) for x in X[:100]]
     for a, b in zip(kernels, walked, strict=True):
         assert np.array_equal(a, b), np.max(np.abs(a - b))
@@ -106,9 +113,28 @@ def test_the_first_model_answers_before_its_kernels_compile(
     assert state.wait_compiled(timeout=120)
     assert KERNELS.numba is True and KERNELS.compiled is True
     assert metrics.kernels_compiled._value.get() == 1
+    # Compiled in memory only: no kernel can load or save Numba's pickled disk cache.
+    from numba.core.caching import NullCache
+
+    from treesurv.inference import kernels
+
+    for kernel in (kernels.walk, kernels.sum_trees, kernels.sum_trees_parallel, kernels.sum_one):
+        assert isinstance(kernel._cache, NullCache), kernel
     assert np.array_equal(served.predictor.predict_rows(rows), before)
     assert np.array_equal(
         served.survival["full"].compiled.risk_matrix(served.survival["full"].matrix(rows)),
         before_survival,
     )
     assert set(schema.FEATURE_NAMES) <= set(rows[0])
+
+
+def test_the_service_starts_without_importing_numba() -> None:
+    """Numba takes about 0.4 s to import; the service imports it only in the thread
+    that compiles the kernels, after it can answer."""
+    code = (
+        "import sys\n"
+        "import treesurv.serving.app, treesurv.serving.state, treesurv.inference.predictor\n"
+        "assert 'numba' not in sys.modules, sorted(m for m in sys.modules if 'numba' in m)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]

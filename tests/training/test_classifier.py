@@ -12,6 +12,7 @@ import pytest
 from treesurv.core import schema
 from treesurv.core.config import Params
 from treesurv.core.errors import InputError
+from treesurv.training.classifier import CVResult
 
 
 def _tiny_params() -> dict[str, Any]:
@@ -68,3 +69,33 @@ def test_outcome_columns_can_never_be_features(model_study: pd.DataFrame) -> Non
     params["features"]["columns"] = [*schema.FEATURE_NAMES, "Time"]
     with pytest.raises(InputError, match="outcome columns can never be features"):
         train(frame, Params.parse(params, "test"), lambda m: None)
+
+
+def test_the_soft_vote_is_scored_without_refitting_and_equals_a_refit(
+    model_study: pd.DataFrame,
+) -> None:
+    from treesurv.training.classifier import (
+        _voting,
+        cross_validate,
+        feature_columns,
+        make_estimator,
+        pipeline_builder,
+        soft_vote,
+    )
+
+    params = Params.parse(_tiny_params(), "test")
+    frame = model_study.sample(400, random_state=2)
+    features, cell_z = feature_columns(params)
+    X, y = frame[list(features)], frame[schema.TARGET].to_numpy(dtype=int)
+    cfg = {"forest": {"n_estimators": 10, "max_depth": 5}, "hgb": {"max_iter": 20}}
+
+    def cv(model: Any) -> tuple[np.ndarray, list[float]]:
+        return cross_validate(pipeline_builder(model, features, cell_z), X, y, 3, 7, n_jobs=1)
+
+    members = []
+    for name in ("forest", "hgb"):
+        oof, folds = cv(make_estimator(name, cfg[name], 7))
+        members.append(CVResult(name, cfg[name], {}, folds, oof))
+    refit, _ = cv(_voting(cfg, 7))
+    # Bit for bit: the vote's folds fit the same clones with the same seeds.
+    np.testing.assert_array_equal(soft_vote(members), refit)

@@ -10,8 +10,6 @@ import typer
 
 from treesurv.cli.console import PARAMS_FILE, ParamsOpt, err, fail, load, print_report
 from treesurv.cli.lifecycle import guard
-from treesurv.core.files import write_json, write_table
-from treesurv.core.validation import SCORING, TRAINING, validate_file
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +28,10 @@ def validate(
     scoring: Annotated[bool, typer.Option(help="Scoring input: no id or target required.")] = False,
 ) -> None:
     """Check a data file against the schema; exit 1 when it is unusable."""
+    # pandas and pandera load with the command that needs them, not with `treesurv --help`.
+    from treesurv.core.files import write_json, write_table
+    from treesurv.core.validation import SCORING, TRAINING, validate_file
+
     options = SCORING if scoring else TRAINING
     clean, report = validate_file(path, options)
     if report_path:
@@ -53,6 +55,7 @@ def add(
     ] = None,
 ) -> None:
     """Append new census rows to the study data: validated, de-duplicated, versioned."""
+    from treesurv.core.files import write_json
     from treesurv.lifecycle import ingest
 
     paths = load(params_path).paths

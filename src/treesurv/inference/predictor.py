@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
-from numba import njit, prange
 
 from treesurv.core.encoding import Columns, EncoderParams, RowEncoder, encode
 from treesurv.core.errors import InputError, ModelError
@@ -33,7 +32,6 @@ ARRAYS_FILE = "predictor.npz"
 FORMAT = "treesurv-compiled/1"
 SURVIVAL_FORMAT = "treesurv-survival/1"
 PARALLEL_MIN_ROWS = 2048
-BLOCK_ROWS = 1024
 # Compact node arrays: 32-bit indices (and float32 thresholds for trees that see
 # float32 inputs) halve the bytes a walk touches; single rows run cache-cold in a
 # busy server, where that matters more than the arithmetic.
@@ -46,67 +44,14 @@ class PredictorError(ModelError):
     """The compiled model is malformed or does not fit the input."""
 
 
-# ------------------------------------------------------------------ numba kernels
-
-
-@njit(cache=True, nogil=True)
-def _walk(x, feature, threshold, right, missing_left, node):
-    # Nodes are in depth-first order (see Trees.depth_first): the left child of
-    # `node` is `node + 1`, the next bytes in memory, the right one is
-    # `node + right[node]`; a leaf has feature -1.
-    f = feature[node]
-    while f >= 0:
-        v = x[f]
-        if v != v:
-            node = node + 1 if missing_left[node] else node + right[node]
-        elif v <= threshold[node]:
-            node += 1
-        else:
-            node = node + right[node]
-        f = feature[node]
-    return node
-
-
-@njit(cache=True, nogil=True)
-def _sum_trees(X, feature, threshold, right, value, missing_left, roots, out):
-    for i in range(X.shape[0]):
-        acc = 0.0
-        for t in range(roots.shape[0]):
-            acc += value[_walk(X[i], feature, threshold, right, missing_left, roots[t])]
-        out[i] = acc
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _sum_trees_parallel(X, feature, threshold, right, value, missing_left, roots, out):
-    # Blocks of rows in parallel; inside a block tree by tree, so one small tree
-    # stays in L1 while it sees every row of the block. Each row still adds its
-    # trees in order: the sums equal `_sum_trees` bit for bit.
-    n = X.shape[0]
-    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        lo = b * BLOCK_ROWS
-        hi = min(n, lo + BLOCK_ROWS)
-        for i in range(lo, hi):
-            out[i] = 0.0
-        for t in range(roots.shape[0]):
-            root = roots[t]
-            for i in range(lo, hi):
-                out[i] += value[_walk(X[i], feature, threshold, right, missing_left, root)]
-
-
-@njit(cache=True, nogil=True)
-def _sum_one(x, feature, threshold, right, value, missing_left, roots):
-    # One row, no output array: the API's single-instance path.
-    acc = 0.0
-    for t in range(roots.shape[0]):
-        acc += value[_walk(x, feature, threshold, right, missing_left, roots[t])]
-    return acc
+# ------------------------------------------------------------------ the walks
 
 
 class Kernels:
     """Which walk `Trees` uses. The Numba kernels are the fast path; a service that
     has not compiled them yet (they compile in the background once it is ready)
     walks the same trees with NumPy, giving the same sums bit for bit: each row
-    adds its trees' leaf values in tree order, like `_sum_trees`."""
+    adds its trees' leaf values in tree order, like `kernels.sum_trees`."""
 
     numba = True  # walk with the Numba kernels (else with NumPy)
     compiled = False  # a served model's kernels have been compiled in this process
@@ -115,22 +60,35 @@ class Kernels:
 KERNELS = Kernels()
 
 
+NUMPY_WALK_CELLS = 1 << 20  # rows x trees walked at once: bounds the walk's index arrays
+
+
 def _sum_numpy(X, feature, threshold, right, value, missing_left, roots):
-    n = X.shape[0]
+    # Every (row, tree) pair walks down one level per step, all trees at once, so a
+    # forest of 300 trees costs about its depth in NumPy calls rather than 300 times
+    # that. The leaf values are then added in tree order (`np.add.accumulate` is a
+    # left fold), exactly as the kernels add them.
+    n, n_trees = X.shape[0], roots.shape[0]
     out = np.zeros(n)
-    for root in roots.tolist():
-        node = np.full(n, root, dtype=np.int64)
+    if n_trees == 0:
+        return out
+    step = max(1, NUMPY_WALK_CELLS // n_trees)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        rows = np.repeat(np.arange(lo, hi), n_trees)
+        node = np.tile(roots.astype(np.int64), hi - lo)
         split = feature[node].astype(np.int64)
         todo = np.flatnonzero(split >= 0)
         while todo.size:
             at = node[todo]
-            v = X[todo, split[todo]]
+            v = X[rows[todo], split[todo]]
             left = np.where(v != v, missing_left[at].astype(bool), v <= threshold[at])
             at = np.where(left, at + 1, at + right[at])
             node[todo] = at
             split[todo] = feature[at]
             todo = todo[split[todo] >= 0]
-        out += value[node]
+        leaves = value[node].astype(np.float64).reshape(hi - lo, n_trees)
+        out[lo:hi] = np.add.accumulate(leaves, axis=1)[:, -1]
     return out
 
 
@@ -245,8 +203,11 @@ class Trees:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         if not KERNELS.numba:
             return _sum_numpy(X, *self._arrays)
+        from treesurv.inference import kernels  # Numba: imported by the first walk that needs it
+
         out = np.empty(X.shape[0])
-        kernel: Any = _sum_trees_parallel if X.shape[0] >= PARALLEL_MIN_ROWS else _sum_trees
+        parallel = X.shape[0] >= PARALLEL_MIN_ROWS
+        kernel: Any = kernels.sum_trees_parallel if parallel else kernels.sum_trees
         kernel(X, *self._arrays, out)
         return out
 
@@ -255,18 +216,22 @@ class Trees:
         row = x32 if self.float32 else x
         if not KERNELS.numba:
             return float(_sum_numpy(row.reshape(1, -1), *self._arrays)[0])
-        return float(_sum_one(row, *self._arrays))
+        from treesurv.inference import kernels
+
+        return float(kernels.sum_one(row, *self._arrays))
 
     def compile_kernels(self, width: int) -> None:
         """Compile the Numba kernels for these arrays' types (whichever walk is in use)."""
+        from treesurv.inference import kernels
+
         dtype = np.float32 if self.float32 else np.float64
-        kernels: tuple[tuple[int, Any], ...] = (
-            (1, _sum_trees),
-            (PARALLEL_MIN_ROWS, _sum_trees_parallel),
+        batch: tuple[tuple[int, Any], ...] = (
+            (1, kernels.sum_trees),
+            (PARALLEL_MIN_ROWS, kernels.sum_trees_parallel),
         )
-        for n, kernel in kernels:
+        for n, kernel in batch:
             kernel(np.zeros((n, width), dtype), *self._arrays, np.empty(n))
-        _sum_one(np.zeros(width, dtype), *self._arrays)
+        kernels.sum_one(np.zeros(width, dtype), *self._arrays)
 
 
 class Node:

@@ -1,8 +1,9 @@
 """`create_app(settings)`: the FastAPI application, built on demand (no import-time work).
 
-At startup the lifespan loads and verifies the bundle and compiles the predictor
-(Numba) in this process, then starts the watcher; a missing or invalid bundle
-leaves the process up and `/readyz` answering 503 with the reason.
+At startup the lifespan loads and verifies the bundle, which answers at once through
+the NumPy walk of its trees while a background thread imports Numba and compiles
+the kernels, then starts the watcher; a missing or invalid bundle leaves the process
+up and `/readyz` answering 503 with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
 from treesurv.core import schema
-from treesurv.inference import kernel_cache
 from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, http, model_choice
 from treesurv.serving.admission import Admission
@@ -113,7 +113,6 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        kernel_cache.disable_disk_cache()  # no pickled Numba cache is ever loaded by the service
         predictions_log.open()
         await run_in_threadpool(state.reload)
         state.start_watching(settings.watch_interval)

@@ -1,7 +1,7 @@
 """Run the service: uvicorn for one worker, gunicorn with uvicorn workers for more.
 
 Each worker process builds its own app (`create_app`), so the bundle is verified
-and the Numba kernels compiled per process at startup, never on a first request.
+per process at startup and its Numba kernels compile in that process's background.
 The settings reach the workers through the environment (`TREESURV_*`).
 
 On SIGTERM (or SIGINT) the server stops accepting connections, lets the requests

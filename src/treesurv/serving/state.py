@@ -89,6 +89,11 @@ def compile_kernels(served: Served) -> float:
     """Compile every sub-model's Numba kernels, then switch the trees' walk to them;
     returns the seconds it took. Until then the NumPy walk answers (same sums)."""
     start = time.perf_counter()
+    # Numba is imported here, off the startup path; its pickled disk cache is never
+    # loaded by the service (see kernel_cache).
+    from treesurv.inference import kernel_cache, kernels  # noqa: F401 - the kernels to disarm
+
+    kernel_cache.disable_disk_cache()
     predictors: list[FastPredictor | SurvivalPredictor] = [
         served.predictor,
         *served.classifiers.values(),

@@ -134,19 +134,39 @@ def cross_validate(
     n_jobs: int = N_JOBS,
 ) -> tuple[np.ndarray, list[float]]:
     """Out-of-fold probabilities and the per-fold ROC AUC."""
-    from sklearn.metrics import roc_auc_score
-
     splits = list(_folds(y, groups, n_folds, seed))
     preds = fold_predictions(
         build, X, y, splits, lambda m, Xt: m.predict_proba(Xt)[:, 1], n_jobs=n_jobs
     )
     oof = np.full(len(y), np.nan)
-    fold_auc = []
     for (_, test_idx), p in zip(splits, preds, strict=True):
         oof[test_idx] = p
-        if len(np.unique(y[test_idx])) == 2:
-            fold_auc.append(float(roc_auc_score(y[test_idx], p)))
-    return oof, fold_auc
+    return oof, fold_roc_auc(y, oof, splits)
+
+
+def fold_roc_auc(
+    y: np.ndarray, oof: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[float]:
+    """ROC AUC of each held-out fold that holds both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    return [
+        float(roc_auc_score(y[test_idx], oof[test_idx]))
+        for _, test_idx in splits
+        if len(np.unique(y[test_idx])) == 2
+    ]
+
+
+def soft_vote(members: Sequence[CVResult]) -> np.ndarray:
+    """The out-of-fold probabilities of an equal-weight soft vote of `members`,
+    each cross-validated on the same folds.
+
+    VotingClassifier(voting="soft") fits clones of its members on each fold, which
+    are the very fits the members' own cross-validation made (same folds, same
+    seeds), and averages their probabilities the way `np.average` does here: the
+    vote's out-of-fold output without fitting anything again.
+    """
+    return np.average(np.stack([m.oof for m in members]), axis=0)
 
 
 def _configs(grid: dict[str, list[Any]], n_iter: int, seed: int) -> list[dict[str, Any]]:
@@ -298,13 +318,15 @@ def _search(
 ) -> list[CVResult]:
     """Cross-validate every configuration of every candidate, in order."""
 
-    def evaluate(name: str, cfg: dict[str, Any], model: Any) -> CVResult:
-        oof, fold_auc = cross_validate(builder(model), X, y, tp.cv_folds, seed)
+    def result(name: str, cfg: dict[str, Any], oof: np.ndarray, fold_auc: list[float]) -> CVResult:
         res = CVResult(name, cfg, _summary(y, oof, fold_auc, bins), fold_auc, oof)
         log_fn(
             f"{name} {cfg}: ROC AUC {res.metrics['roc_auc']:.4f} Brier {res.metrics['brier']:.4f}"
         )
         return res
+
+    def evaluate(name: str, cfg: dict[str, Any], model: Any) -> CVResult:
+        return result(name, cfg, *cross_validate(builder(model), X, y, tp.cv_folds, seed))
 
     search = [
         evaluate(name, cfg, make_estimator(name, cfg, seed))
@@ -322,10 +344,12 @@ def _search(
         }
         if not (ranked["forest"] and ranked["hgb"]):
             raise ParamsError("candidate forest_hgb needs forest and hgb among the candidates")
+        splits = list(_folds(y, None, tp.cv_folds, seed))
         for f_res in ranked["forest"]:
             for h_res in ranked["hgb"]:
                 cfg = {"forest": f_res.params, "hgb": h_res.params}
-                search.append(evaluate("forest_hgb", cfg, _voting(cfg, seed)))
+                oof = soft_vote((f_res, h_res))  # the members' folds: nothing is refitted
+                search.append(result("forest_hgb", cfg, oof, fold_roc_auc(y, oof, splits)))
     return search
 
 
