@@ -488,6 +488,11 @@ def _bench_http(r: dict[str, Any], key: str = "http") -> str:
         f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. "
         f"Measured {h.get('measured', r.get('measured', '–'))}."
     )
+    if "model_rows_per_s" in h:
+        note += (
+            " The served model alone, in process and one thread, scores "
+            f"**{_num(h['model_rows_per_s'], 0)} rows/s** on the same batches."
+        )
     header = ["server", "req/s", *(["rows/s"] if batch else []), "p50 ms", "p99 ms"]
     return note + "\n\n" + _table([*header, "errors", "requests"], rows)
 

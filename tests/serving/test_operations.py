@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from treesurv.core import schema
@@ -109,3 +110,24 @@ def test_opentelemetry_hook_is_a_setting(tmp_path: Path) -> None:
     assert not any(off._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
     on = create_app(Settings(model_dir=tmp_path, watch_interval=0, opentelemetry=True))
     assert all(on._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
+
+
+def test_a_batch_fills_the_histogram_as_one_observation_per_value_does() -> None:
+    import numpy as np
+
+    from treesurv.serving.metrics import BULK_MIN, Metrics
+
+    values = np.random.default_rng(5).random(1000).tolist()
+    values[:5] = [0.0, 1.0, 0.1, 0.5, 0.95]  # on and at the bucket bounds
+    one_by_one, bulk = Metrics(), Metrics()
+    for v in values:
+        one_by_one.observe_predictions("v1", [v])
+    assert len(values) >= BULK_MIN
+    bulk.observe_predictions("v1", values)
+    name = "treesurv_predicted_death_probability"
+    expected, got = one_by_one.render().decode(), bulk.render().decode()
+    counts = [x for x in expected.splitlines() if x.startswith((f"{name}_bucket", f"{name}_count"))]
+    assert len(counts) > 5
+    assert set(counts) <= set(got.splitlines())
+    assert _sample(got, f"{name}_sum") == pytest.approx(sum(values), rel=1e-12)
+    assert _sample(got, "treesurv_predictions_total", endpoint="v1") == 1000

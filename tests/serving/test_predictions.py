@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import instances
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
+from treesurv.serving.routes import predictions as predictions_route
 
 
 def test_batch_in_input_order_matches_the_compiled_model(
@@ -71,3 +74,51 @@ def test_compat_endpoint_validates_like_the_new_one(client: TestClient) -> None:
     assert detail["field"] == "Soil"
     assert detail["value"] == "Oak"
     assert "'Sterile'" in detail["allowed"]
+
+
+def test_the_column_path_answers_byte_for_byte_what_the_instance_path_does(
+    client: TestClient, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of valid full-model instances is checked and scored as columns; the
+    answer, the metrics and the prediction log are those of the per-instance path."""
+    from treesurv.serving import scoring
+
+    rows = instances(study.sample(500, random_state=8))
+    rows[3] = {k: v for k, v in rows[3].items() if not (k == "EMF" and v is None)}  # omitted
+    bodies = [{"instances": rows}, {"instances": rows[:2], "horizon_days": None}]
+    taken: list[bool] = []
+    check = scoring.full_model_batch
+
+    def spy(body: bytes, max_batch: int) -> dict[str, Any] | None:
+        columns = check(body, max_batch)
+        taken.append(columns is not None)
+        return columns
+
+    monkeypatch.setattr(predictions_route, "full_model_batch", spy)
+    fast = [client.post("/v1/predictions", json=b) for b in bodies]
+    assert taken == [True, True]
+    monkeypatch.setattr(predictions_route, "full_model_batch", lambda body, n: None)
+    slow = [client.post("/v1/predictions", json=b) for b in bodies]
+    for a, b in zip(fast, slow, strict=True):
+        assert a.status_code == b.status_code == 200
+        assert a.content == b.content
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Light_ISF": "0.1"},
+        {"Sterile": "Sterile"},
+        {"Species": "Quercus velutina"},
+        {"extra": 1},
+    ],
+)
+def test_a_batch_with_one_bad_instance_gets_the_field_level_error(
+    client: TestClient, study: pd.DataFrame, change: dict[str, Any]
+) -> None:
+    rows = instances(study.head(50))
+    rows[17] = {**rows[17], **change}
+    r = client.post("/v1/predictions", json={"instances": rows})
+    assert r.status_code == 422
+    (item,) = r.json()["detail"]
+    assert item["loc"][:3] == ["body", "instances", 17]

@@ -33,29 +33,34 @@ def walk(x, feature, threshold, right, missing_left, node):
 
 
 @njit(cache=True, nogil=True)
+def _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi):
+    # Tree by tree over a block of rows, so one small tree stays in L1 while it sees
+    # every row of the block (row by row, a forest's nodes do not fit in cache: 2-3x
+    # slower). Each row still adds its trees in order, starting from 0.0.
+    for i in range(lo, hi):
+        out[i] = 0.0
+    for t in range(roots.shape[0]):
+        root = roots[t]
+        for i in range(lo, hi):
+            out[i] += value[walk(X[i], feature, threshold, right, missing_left, root)]
+
+
+@njit(cache=True, nogil=True)
 def sum_trees(X, feature, threshold, right, value, missing_left, roots, out):
-    for i in range(X.shape[0]):
-        acc = 0.0
-        for t in range(roots.shape[0]):
-            acc += value[walk(X[i], feature, threshold, right, missing_left, roots[t])]
-        out[i] = acc
+    n = X.shape[0]
+    for lo in range(0, n, BLOCK_ROWS):
+        hi = min(n, lo + BLOCK_ROWS)
+        _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def sum_trees_parallel(X, feature, threshold, right, value, missing_left, roots, out):
-    # Blocks of rows in parallel; inside a block tree by tree, so one small tree
-    # stays in L1 while it sees every row of the block. Each row still adds its
-    # trees in order: the sums equal `sum_trees` bit for bit.
+    # The blocks of `sum_trees` in parallel threads: the same sums, bit for bit.
     n = X.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         lo = b * BLOCK_ROWS
         hi = min(n, lo + BLOCK_ROWS)
-        for i in range(lo, hi):
-            out[i] = 0.0
-        for t in range(roots.shape[0]):
-            root = roots[t]
-            for i in range(lo, hi):
-                out[i] += value[walk(X[i], feature, threshold, right, missing_left, root)]
+        _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi)
 
 
 @njit(cache=True, nogil=True)

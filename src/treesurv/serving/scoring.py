@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
+from treesurv.core import schema
+from treesurv.core.instances import full_model_columns
 from treesurv.inference.predictor import FastPredictor
 
 # Batches this large are scored in a worker thread (the kernels release the GIL),
@@ -22,6 +26,32 @@ async def score(predictor: FastPredictor, rows: list[dict[str, Any]]) -> list[fl
         return predictor.predict_rows(rows).tolist()
     proba = await run_in_threadpool(predictor.predict_rows, rows)
     return proba.tolist()
+
+
+async def score_columns(predictor: FastPredictor, columns: dict[str, Any]) -> np.ndarray:
+    """P(death) for instances the column check accepted (`full_model_batch`)."""
+    if len(columns[schema.FEATURE_NAMES[0]]) < THREADPOOL_MIN_ROWS:
+        return predictor.compiled.proba_columns(columns)
+    return await run_in_threadpool(predictor.compiled.proba_columns, columns)
+
+
+def full_model_batch(body: bytes, max_batch: int) -> dict[str, Any] | None:
+    """The instances of a `{"instances": [...]}` body as columns, when there are 2 to
+    `max_batch` of them and all are valid full-model instances; else None, and the
+    request model validates the body (one instance takes that path too: it is scored
+    by the single-row kernel). See `treesurv.core.instances`."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(payload) is not dict or payload.keys() - {"horizon_days"} != {"instances"}:
+        return None
+    if payload.get("horizon_days") is not None:
+        return None
+    found = payload["instances"]
+    if not isinstance(found, list) or not 2 <= len(found) <= max_batch:
+        return None
+    return full_model_columns(found)
 
 
 def check_batch(instances: list[Any], max_batch: int, loc: tuple[str | int, ...]) -> None:

@@ -19,7 +19,14 @@ from treesurv.serving import model_choice
 from treesurv.serving.deps import served_model, settings_of
 from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
 from treesurv.serving.schemas import DESIGN_EXAMPLE, PredictionRequest, PredictionResponse
-from treesurv.serving.scoring import THREADPOOL_MIN_ROWS, check_batch, prediction_items, score
+from treesurv.serving.scoring import (
+    THREADPOOL_MIN_ROWS,
+    check_batch,
+    full_model_batch,
+    prediction_items,
+    score,
+    score_columns,
+)
 
 router = APIRouter(route_class=RequestRoute)
 
@@ -60,6 +67,9 @@ EXAMPLE_REQUEST = {
 )
 async def predictions(request: Request) -> Response:
     """Score 1 to `max_batch` seedlings; the answers come in the order of `instances`."""
+    columns = full_model_batch(await request.body(), settings_of(request).max_batch)
+    if columns is not None:
+        return await _full_model_batch(request, columns)
     body = await parse(request, PredictionRequest)
     served = served_model(request)  # read once: a reload cannot change it under us
     check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
@@ -88,3 +98,20 @@ async def predictions(request: Request) -> Response:
         metrics.count_predictions(f"v1_{model}{horizon}", len(probabilities))
     payload["predictions"] = prediction_items(probabilities, served.bundle.threshold)
     return json_response(payload)
+
+
+async def _full_model_batch(request: Request, columns: dict[str, Any]) -> Response:
+    """A batch whose every instance the column check accepted: the full model's
+    answer, as the per-instance path gives it, without an object per instance."""
+    served = served_model(request)
+    predictor = model_choice.classifier(served, model_choice.FULL)
+    probabilities = (await score_columns(predictor, columns)).tolist()
+    request.app.state.metrics.observe_predictions("v1", probabilities)
+    remember(request.scope, served.version, await request.body(), probabilities)
+    return json_response(
+        {
+            "model_version": served.version,
+            "model": model_choice.FULL,
+            "predictions": prediction_items(probabilities, served.bundle.threshold),
+        }
+    )
