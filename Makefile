@@ -90,12 +90,17 @@ test-e2e: setup browser ## The end-to-end tests (minutes each; CI runs them afte
 # The web page's test drives a real headless browser: Debian's chromium and its
 # WebDriver (system packages; selenium itself is a dev dependency). A Chrome and
 # chromedriver already there (GitHub's Ubuntu runners have them) are used as they are.
-browser: ## Install chromium and chromium-driver (Debian packages) for the browser test
+browser: node_modules/.installed ## Install chromium and chromium-driver (Debian packages) and axe-core (npm) for the browser test
 	@{ command -v chromium || command -v google-chrome; } >/dev/null && \
 	  { command -v chromedriver || test -x "$$CHROMEWEBDRIVER/chromedriver"; } >/dev/null || { \
 	  echo "installing chromium and chromium-driver (Debian packages)"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium chromium-driver; }
+
+# axe-core, pinned in package-lock.json, injected into the page by the browser test.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
 
 # Hermetic: tiny in-memory frames, no ../shared, no DVC, no git (tests/conftest.py
 # fails a fast test that reaches for them). Two workers, tests dealt one by one

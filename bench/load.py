@@ -65,13 +65,17 @@ def free_port() -> int:
 
 
 def start(
-    kind: str, port: int, model: Path, env_extra: dict[str, str] | None = None
+    kind: str,
+    port: int,
+    model: Path,
+    env_extra: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TREESURV_WATCH_INTERVAL": "0"}
     env.update(env_extra or {})
     if kind == "real":
         cmd = [str(BIN / "treesurv"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        cmd += ["--model", str(model)]
+        cmd += ["--model", str(model), "--workers", str(workers)]
     else:
         cmd = [sys.executable, "-c", BARE.format(port=port)]
     proc = subprocess.Popen(
@@ -79,20 +83,23 @@ def start(
     )
     wait_ready(port, "/readyz" if kind == "real" else "/openapi.json", proc)
     if kind == "real":
-        wait_full_speed(f"http://127.0.0.1:{port}")
+        wait_full_speed(f"http://127.0.0.1:{port}", workers)
     return proc
 
 
-def wait_full_speed(base: str, timeout: float = 120) -> None:
+def wait_full_speed(base: str, workers: int = 1, timeout: float = 120) -> None:
     """A ready server answers through a NumPy walk until its Numba kernels are
-    compiled (in the background); benchmarks measure the compiled path."""
+    compiled (in the background); benchmarks measure the compiled path. With several
+    workers the gauge has one sample per worker process."""
     import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
-            if b"\ntreesurv_kernels_compiled 1.0" in r.read():
-                return
+            lines = r.read().decode().splitlines()
+        compiled = [x for x in lines if x.startswith("treesurv_kernels_compiled")]
+        if sum(x.endswith(" 1.0") for x in compiled) >= workers:
+            return
         time.sleep(0.2)
     raise RuntimeError(f"{base}: kernels not compiled after {timeout:.0f}s")
 
@@ -128,6 +135,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 # ------------------------------------------------------------------ generators
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_script(directory: Path, body: str) -> Path:
+    """A wrk Lua script that POSTs `body` as JSON to the benchmark's path."""
+    script = directory / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return script
 
 
 def wrk(port: int, duration: float, connections: int, script: Path) -> dict[str, Any]:
@@ -227,12 +245,7 @@ def run(
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     results: dict[str, list[dict[str, Any]]] = {"real": [], "bare": []}
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(body)}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
+        script = wrk_script(Path(tmp), body)
 
         def load(port: int, seconds: float) -> dict[str, Any]:
             if use_wrk:

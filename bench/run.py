@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import coldstart, inprocess, load, log_overhead, overload
+from bench import coldstart, inprocess, load, log_overhead, overload, workers
 
 RESULTS = Path(__file__).with_name("results.json")
 
@@ -49,6 +49,8 @@ def main() -> None:
     print(inprocess.report(local))
     plog = log_overhead.run(max(4, args.rounds), 5.0, 16, load.DEFAULT_MODEL)
     print(log_overhead.report(plog))
+    scaling = workers.run(2, 6.0, load.DEFAULT_MODEL)
+    print(workers.report(scaling))
     # The long runs (soak, swaps, fuzz) are recorded by their own scripts: keep them.
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results |= {
@@ -63,6 +65,7 @@ def main() -> None:
         "overload": over,
         "inprocess": local,
         "prediction_log": plog,
+        "workers": scaling,
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.out}")

@@ -681,9 +681,36 @@ def _bench_overload(r: dict[str, Any]) -> str:
     return note + "\n\n" + _table(header, rows)
 
 
+def _bench_workers(r: dict[str, Any]) -> str:
+    w = r.get("workers")
+    if not w:
+        raise GenerationError("bench/results.json has no 'workers' (run make bench)")
+    rows = []
+    for key, label in (("single", "one instance"), ("batch_1000", "1,000 instances")):
+        s = w[key]
+        full = [x["full_speed_s"] for x in s["two"]["runs"]]
+        rows.append(
+            [
+                label,
+                _num(s["connections"]),
+                _num(s["one"]["rps"], 0),
+                _num(s["two"]["rps"], 0),
+                f"**{_num(s['ratio'], 2)}**",
+                _num(max(full), 1),
+            ]
+        )
+    note = (
+        f"{_num(w['cpus'])} cores; {w['generator']} on the same machine. Medians of "
+        f"{_num(len(w['single']['one']['runs']))} alternating runs per worker count."
+    )
+    header = ["requests of", "connections", "1 worker req/s", "2 workers req/s", "ratio"]
+    return note + "\n\n" + _table([*header, "2 workers at full speed after (s)"], rows)
+
+
 BENCH: dict[str, Callable[[dict[str, Any]], str]] = {
     "http-batch": lambda r: _bench_http(r, "http_batch"),
     "coldstart": _bench_coldstart,
+    "workers": _bench_workers,
     "overload": _bench_overload,
     "http": _bench_http,
     "inprocess": _bench_inprocess,

@@ -4,7 +4,9 @@ the page served by a real server process on 127.0.0.1.
 
 It fills the form, submits, checks the probability against the API and that the
 survival curve is drawn, runs a what-if, triggers validation errors and checks
-they appear next to their field, and saves screenshots under test-output/.
+they appear next to their field, opens the link of an answer in a fresh page (the
+inputs live in the URL), runs axe-core at phone and desktop widths, on load and
+with an answer shown, and saves screenshots under test-output/.
 """
 
 from __future__ import annotations
@@ -105,6 +107,25 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+DESKTOP = (1280, 900)
+
+
+def serious_accessibility_problems(driver: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing; `make browser` installs axe-core (npm ci)")
+    if not driver.execute_script("return typeof axe !== 'undefined'"):
+        driver.execute_script(AXE.read_text())
+    found = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then((r) => done("
+        "r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.map((n) => n.target.join(' '))}))));"
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
 def percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
@@ -119,8 +140,10 @@ def shown_probability(driver: Any, previous: str | None = None) -> str:
 
 def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
     d = browser
+    d.set_script_timeout(30)
     d.get(server + "/")
     wait(d, lambda x: x.find_element("tag name", "body").get_attribute("data-ready") == "true")
+    assert serious_accessibility_problems(d) == []  # on a phone, as loaded
     # The form comes from the schema: every category of every categorical field.
     for feature in schema.FEATURES:
         node = d.find_element("id", feature.name)
@@ -152,6 +175,7 @@ def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
     _, surv = request(f"{server}/v1/survival", {"instances": [instance]})
     dots = d.find_elements("css selector", "#survival-svg circle")
     assert len(dots) == len(surv["predictions"][0]["survival"])
+    assert serious_accessibility_problems(d) == []  # with an answer shown
 
     # What-if over the soils: one bar per category, the best one highlighted.
     choose(d, "vary", "Soil")
@@ -189,7 +213,33 @@ def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
     assert "by day 60" in text_of(d, "answer-by") and "full model" in text_of(d, "answer-by")
     assert text_of(d, "err-horizon_days") == ""
 
+    # The chart marks the chosen day with the survival model's value on it.
+    alive = percent(1 - api["predictions"][0]["death_probability"])
+    assert text_of(d, "survival-at") == f"day 60: {alive} alive"
+    dots = d.find_elements("css selector", "#survival-svg circle:not(.mark)")
+    days = [dot.find_element("tag name", "title").get_attribute("textContent") for dot in dots]
+    assert f"day 60: {alive} alive" in days  # the chosen day is a point of the curve
     full_shot = screenshot(d, "web-full.png")
+
+    # The inputs are in the URL: the link reproduces the answer in a fresh page.
+    link = d.current_url
+    assert "traits=1" in link and "horizon=60" in link and f"{schema.SITE.name}=5" in link
+    d.get(server + "/")
+    wait(d, lambda x: x.find_element("tag name", "body").get_attribute("data-ready") == "true")
+    assert not d.find_element("id", "result").is_displayed()  # no inputs, no answer
+    d.set_window_size(*DESKTOP)
+    assert serious_accessibility_problems(d) == []  # on a desktop, as loaded
+    d.get(link)
+    wait(d, lambda x: x.find_element("tag name", "body").get_attribute("data-ready") == "true")
+    assert text_of(d, "probability") == percent(api["predictions"][0]["death_probability"])
+    for name in (*schema.FEATURE_NAMES, schema.SITE.name):
+        if full.get(name) is not None:
+            value = d.find_element("id", name).get_attribute("value")
+            assert value == str(full[name]) or float(value) == full[name], name
+    assert text_of(d, "survival-at") == f"day 60: {alive} alive"
+    assert serious_accessibility_problems(d) == []  # on a desktop, with the answer
+    shared_shot = screenshot(d, "web-shared-desktop.png")
+    d.set_window_size(*PHONE)
 
     # A trait out of range: the message is shown beside that trait.
     type_into(d, "Lignin", 150)
@@ -197,5 +247,5 @@ def test_the_page_in_a_real_browser(server: str, browser: Any) -> None:
     assert "out of range" in wait(d, lambda x: text_of(x, "err-Lignin"))
     assert not d.find_element("id", "result").is_displayed()  # no stale answer beside it
     error_shot = screenshot(d, "web-error.png")
-    for shot in (planning_shot, full_shot, error_shot):
+    for shot in (planning_shot, full_shot, shared_shot, error_shot):
         assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000

@@ -14,12 +14,14 @@ One instance costs a few microseconds; large batches run in parallel threads.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -58,6 +60,16 @@ class Kernels:
 
 
 KERNELS = Kernels()
+
+
+@functools.cache
+def numba_kernels() -> ModuleType:
+    """The Numba kernels' module, imported by the first walk that needs it (importing
+    Numba takes about 0.4 s, which a starting service does not wait for); cached, as a
+    function-level import costs microseconds on the single-row path."""
+    from treesurv.inference import kernels
+
+    return kernels
 
 
 NUMPY_WALK_CELLS = 1 << 20  # rows x trees walked at once: bounds the walk's index arrays
@@ -203,8 +215,7 @@ class Trees:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
         if not KERNELS.numba:
             return _sum_numpy(X, *self._arrays)
-        from treesurv.inference import kernels  # Numba: imported by the first walk that needs it
-
+        kernels = numba_kernels()
         out = np.empty(X.shape[0])
         parallel = X.shape[0] >= PARALLEL_MIN_ROWS
         kernel: Any = kernels.sum_trees_parallel if parallel else kernels.sum_trees
@@ -216,14 +227,11 @@ class Trees:
         row = x32 if self.float32 else x
         if not KERNELS.numba:
             return float(_sum_numpy(row.reshape(1, -1), *self._arrays)[0])
-        from treesurv.inference import kernels
-
-        return float(kernels.sum_one(row, *self._arrays))
+        return float(numba_kernels().sum_one(row, *self._arrays))
 
     def compile_kernels(self, width: int) -> None:
         """Compile the Numba kernels for these arrays' types (whichever walk is in use)."""
-        from treesurv.inference import kernels
-
+        kernels = numba_kernels()
         dtype = np.float32 if self.float32 else np.float64
         batch: tuple[tuple[int, Any], ...] = (
             (1, kernels.sum_trees),

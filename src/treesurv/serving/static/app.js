@@ -137,6 +137,32 @@ async function post(path, body) {
   return data;
 }
 
+// The inputs of the answer shown live in the URL, so a link reproduces it.
+function share(inst, h) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(inst)) params.set(k, v === null ? "" : String(v));
+  if (traitsKnown()) params.set("traits", "1");
+  if (h !== null) params.set("horizon", String(h));
+  history.replaceState(null, "", `${location.pathname}?${params}`);
+}
+
+// A shared link: fill the form from the URL and answer at once. Returns whether the
+// URL held inputs.
+function restore() {
+  const params = new URLSearchParams(location.search);
+  if (![...params.keys()].length) return false;
+  $("traits-known").checked = params.get("traits") === "1";
+  for (const name of ["Species", "Soil"]) {
+    if (params.has(name)) $(name).value = params.get(name);
+  }
+  applyRules();  // Sterile, Conspecific and EMF follow Species and Soil
+  for (const f of [...spec.features, spec.site]) {
+    if (params.has(f.name) && !spec.implied.includes(f.name)) $(f.name).value = params.get(f.name);
+  }
+  $("horizon").value = params.get("horizon") ?? "";
+  return true;
+}
+
 function horizon() {
   const v = $("horizon").value.trim();
   return v === "" ? null : Number(v);
@@ -155,22 +181,31 @@ async function predict(event) {
   if (h !== null) body.horizon_days = h;
   const pred = await post("/v1/predictions", body);
   if (!pred) { $("result").hidden = true; return; }  // no stale answer beside an error
+  share(inst, h);
   const p = pred.predictions[0].death_probability;
   $("result").hidden = false;
   $("probability").textContent = `${(100 * p).toFixed(1)} %`;
   $("answer-by").textContent = (h === null ? "during the study" : `by day ${h}`) +
     ` · ${MODEL_TEXT[pred.model]} · version ${pred.model_version}`;
   $("model-version").textContent = pred.model_version;
-  const surv = await post("/v1/survival", { instances: [inst] });
+  // The curve's days: the model's default grid, plus the chosen day so that the
+  // value marked on it lies on the curve.
+  const survBody = { instances: [inst] };
+  const days = spec.model?.default_days ?? [];
+  if (h !== null && days.length && h <= spec.model.max_days) {
+    survBody.horizons = [...new Set([...days, h])].sort((a, b) => a - b);
+  }
+  const surv = await post("/v1/survival", survBody);
   if (!surv) return;
   const curve = surv.predictions[0];
-  drawSurvival(curve.survival, h);
+  drawSurvival(curve.survival, h, h === null ? null : 1 - p);
   $("median").textContent = curve.median_survival_days === null
     ? "More than half such seedlings are alive at the end of the study."
     : `Median survival: day ${curve.median_survival_days}.`;
 }
 
-function drawSurvival(points, mark) {
+// `mark`: the chosen day, `alive`: the survival model's value on it (1 - the answer).
+function drawSurvival(points, mark, alive) {
   const W = 360, H = 230, L = 40, R = 10, T = 10, B = 40;
   const maxDay = spec.model.max_days;
   const x = (d) => L + (d / maxDay) * (W - L - R);
@@ -186,6 +221,8 @@ function drawSurvival(points, mark) {
     root.append(svg("text", { x: x(d), y: H - 24, "text-anchor": "middle" }, d));
   }
   root.append(svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, "days since planting"));
+  root.append(svg("text", { x: 12, y: T + (H - T - B) / 2, "text-anchor": "middle",
+    transform: `rotate(-90 12 ${T + (H - T - B) / 2})` }, "share alive"));
   // A step function: S keeps its value until the next day.
   let path = `M${x(0)},${y(1)}`;
   for (const pt of points) path += ` H${x(pt.day)} V${y(pt.survival_probability)}`;
@@ -200,6 +237,15 @@ function drawSurvival(points, mark) {
   if (mark !== null && mark <= maxDay) {
     root.append(svg("line", { class: "axis", x1: x(mark), x2: x(mark), y1: y(0), y2: y(1),
       "stroke-dasharray": "4 3" }));
+    // The value on that day: a ring on the curve, its figure just under it (above it
+    // when the curve is low), on the side of the line with more room.
+    const left = x(mark) > (W + L) / 2;
+    const under = y(alive) + 16 < y(0) - 4;
+    root.append(svg("circle", { class: "mark", cx: x(mark), cy: y(alive), r: 5, fill: "none",
+      stroke: "currentColor" }));
+    root.append(svg("text", { id: "survival-at", x: x(mark) + (left ? -8 : 8),
+      y: under ? y(alive) + 16 : y(alive) - 8, "text-anchor": left ? "end" : "start" },
+      `day ${mark}: ${(100 * alive).toFixed(1)} % alive`));
   }
   $("survival-chart").replaceChildren(root);
 }
@@ -261,6 +307,7 @@ async function start() {
   $("seedling").addEventListener("submit", predict);
   $("compare").addEventListener("click", compare);
   applyRules();
+  if (restore()) await predict(new Event("submit"));
   document.body.dataset.ready = "true";
 }
 
