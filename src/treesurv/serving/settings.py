@@ -78,11 +78,12 @@ class Settings(BaseSettings):
         "Retry-After at once (load shed instead of queued).",
     )
     max_pending_bytes: int = Field(
-        2 * 1024 * 1024,
+        1024 * 1024,
         ge=1024,
         description="Body bytes the requests worked on and waiting may hold together "
-        "(about 200 bytes a row, so ten full batches): a huge batch counts as what it "
-        "costs; past it, 503. A request always runs when a slot is free and none waits.",
+        "(about 200 bytes a row, so five full batches): a huge batch counts as what it "
+        "costs; past it, 503. The queue it allows is what sets the latency of the requests "
+        "served under overload. A request always runs when a slot is free and none waits.",
     )
     queue_timeout: float = Field(
         1.0,
