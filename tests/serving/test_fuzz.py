@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
 
-from bench import fuzz
 from treesurv.core import schema
 
 # (examples per operation, generation mode and header set; cases at least): `make test`
@@ -36,6 +33,8 @@ RUNS = [
 def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(
     bundle_four: Path, examples: int, min_cases: int
 ) -> None:
+    from bench import fuzz  # schemathesis: imported by the tests that use it
+
     report = fuzz.run(bundle_four, examples)
     summary = report.summary()
     assert report.findings == [], "\n\n".join(report.findings[:5])
@@ -51,6 +50,9 @@ def test_fuzzing_finds_no_server_error_and_no_undocumented_answer(
 @pytest.fixture
 def predic_cases(client: TestClient) -> Any:
     """Instances generated from the OpenAPI document (the body of POST /v1/predic)."""
+    import schemathesis
+    from schemathesis import GenerationMode
+
     api = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
     operation = api["/v1/predic"]["POST"]
     return operation.as_strategy(generation_mode=GenerationMode.POSITIVE).map(lambda c: c.body)
