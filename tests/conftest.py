@@ -57,9 +57,7 @@ log = logging.getLogger(__name__)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if getattr(config.option, "numprocesses", None) and not os.environ.get(
-        "PYTEST_XDIST_WORKER"
-    ):
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
         return  # the xdist controller runs no test
     # One OpenMP thread in the test process: on a busy 2-core machine OpenMP's
     # spinning workers make a small HistGradientBoosting fit 50 times slower.
