@@ -120,7 +120,7 @@ VALUES = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     index=st.integers(0, 9),
     changes=st.dictionaries(st.sampled_from([*schema.INPUT_NAMES, "x"]), VALUES, max_size=3),
