@@ -67,9 +67,10 @@ def _numbers(values: list[Any], feature: schema.Feature) -> np.ndarray | None:
     """The values as floats (None as NaN where the feature is nullable), or None if one
     is of the wrong type or out of range."""
     allowed = NUMBER_TYPES | {type(None)} if feature.nullable else NUMBER_TYPES
-    if not set(map(type, values)) <= allowed:  # bool is not a number here
+    types = set(map(type, values))
+    if not types <= allowed:  # bool is not a number here
         return None
-    if feature.whole and float in set(map(type, values)):
+    if feature.whole and float in types:
         return None  # 3.0 for a whole number: the request models decide
     array = np.array(values, dtype=np.float64)
     present = ~np.isnan(array)

@@ -40,6 +40,8 @@ def full_model_batch(body: bytes, max_batch: int) -> dict[str, Any] | None:
     `max_batch` of them and all are valid full-model instances; else None, and the
     request model validates the body (one instance takes that path too: it is scored
     by the single-row kernel). See `treesurv.core.instances`."""
+    if body.count(b"{") < 3:  # the body and at least two instances: else not parsed twice
+        return None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

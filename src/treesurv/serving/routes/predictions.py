@@ -27,6 +27,7 @@ from treesurv.serving.scoring import (
     score,
     score_columns,
 )
+from treesurv.serving.state import Served
 
 router = APIRouter(route_class=RequestRoute)
 
@@ -68,50 +69,46 @@ EXAMPLE_REQUEST = {
 async def predictions(request: Request) -> Response:
     """Score 1 to `max_batch` seedlings; the answers come in the order of `instances`."""
     columns = full_model_batch(await request.body(), settings_of(request).max_batch)
-    if columns is not None:
-        return await _full_model_batch(request, columns)
-    body = await parse(request, PredictionRequest)
-    served = served_model(request)  # read once: a reload cannot change it under us
-    check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
-    rows = [i.__dict__ for i in body.instances]
-    model = model_choice.choose_model(served, rows, ("instances",))
-    payload: dict[str, Any] = {"model_version": served.version, "model": model}
-    if body.horizon_days is None:
-        probabilities = await score(model_choice.classifier(served, model), rows)
+    if columns is not None:  # every instance valid for the full model: scored as columns
+        served = served_model(request)
+        model, horizon_days = model_choice.FULL, None
+        predictor = model_choice.classifier(served, model)
+        probabilities = (await score_columns(predictor, columns)).tolist()
     else:
-        payload["horizon_days"] = body.horizon_days
-        args = (served, model, rows, body.horizon_days)
-        probabilities = (
-            model_choice.death_by(*args)
-            if len(rows) < THREADPOOL_MIN_ROWS
-            else await run_in_threadpool(model_choice.death_by, *args)
-        )
+        served, model, horizon_days, probabilities = await _by_instance(request)
+    payload: dict[str, Any] = {"model_version": served.version, "model": model}
     metrics = request.app.state.metrics
-    if model == model_choice.FULL and body.horizon_days is None:
+    if model == model_choice.FULL and horizon_days is None:
         metrics.observe_predictions("v1", probabilities)
         # The log holds the classifier's probabilities, comparable with the
         # reference profile the drift check reads, and the body as received:
         # validated, strict and closed, it holds exactly the values scored.
         remember(request.scope, served.version, await request.body(), probabilities)
     else:  # other models' probabilities stay out of the classifier's histogram
-        horizon = "_horizon" if body.horizon_days is not None else ""
+        horizon = ""
+        if horizon_days is not None:
+            payload["horizon_days"] = horizon_days
+            horizon = "_horizon"
         metrics.count_predictions(f"v1_{model}{horizon}", len(probabilities))
     payload["predictions"] = prediction_items(probabilities, served.bundle.threshold)
     return json_response(payload)
 
 
-async def _full_model_batch(request: Request, columns: dict[str, Any]) -> Response:
-    """A batch whose every instance the column check accepted: the full model's
-    answer, as the per-instance path gives it, without an object per instance."""
-    served = served_model(request)
-    predictor = model_choice.classifier(served, model_choice.FULL)
-    probabilities = (await score_columns(predictor, columns)).tolist()
-    request.app.state.metrics.observe_predictions("v1", probabilities)
-    remember(request.scope, served.version, await request.body(), probabilities)
-    return json_response(
-        {
-            "model_version": served.version,
-            "model": model_choice.FULL,
-            "predictions": prediction_items(probabilities, served.bundle.threshold),
-        }
+async def _by_instance(request: Request) -> tuple[Served, str, float | None, list[float]]:
+    """The request model's path: validation that names every problem, the planning
+    model, horizons. Returns the served model, the answering model, the horizon and
+    the probabilities."""
+    body = await parse(request, PredictionRequest)
+    served = served_model(request)  # read once: a reload cannot change it under us
+    check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
+    rows = [i.__dict__ for i in body.instances]
+    model = model_choice.choose_model(served, rows, ("instances",))
+    if body.horizon_days is None:
+        return served, model, None, await score(model_choice.classifier(served, model), rows)
+    args = (served, model, rows, body.horizon_days)
+    probabilities = (
+        model_choice.death_by(*args)
+        if len(rows) < THREADPOOL_MIN_ROWS
+        else await run_in_threadpool(model_choice.death_by, *args)
     )
+    return served, model, body.horizon_days, probabilities
