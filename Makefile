@@ -113,8 +113,8 @@ docs: setup ## Build the docs site into site/ (mkdocs build --strict; tables gen
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup ## Ruff and the layers' import contracts (import-linter)
-	$(BIN)/ruff check src tests bench docs/hooks.py
-	$(BIN)/ruff format --check src tests bench docs/hooks.py
+	$(BIN)/ruff check src tests bench notebooks docs/hooks.py
+	$(BIN)/ruff format --check src tests bench notebooks docs/hooks.py
 	$(BIN)/lint-imports
 
 typecheck: setup ## Mypy (strict)
@@ -153,8 +153,8 @@ redeploy: ## Tell the platform to deploy IMAGE: POST to $$DEPLOY_HOOK_URL or run
 	@IMAGE="$(IMAGE)" bash .github/scripts/redeploy.sh
 
 format: setup ## Format and fix what ruff can
-	$(BIN)/ruff check --fix src tests bench docs/hooks.py
-	$(BIN)/ruff format src tests bench docs/hooks.py
+	$(BIN)/ruff check --fix src tests bench notebooks docs/hooks.py
+	$(BIN)/ruff format src tests bench notebooks docs/hooks.py
 
 bench: pipeline ## Run the benchmarks in bench/ (HTTP load with wrk, in-process, 1M-row file)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
