@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from tests.helpers import instances
 from treesurv.core import schema
 from treesurv.core.encoding import RowEncoder, encode, fit_encoder
-from treesurv.core.instances import full_model_columns
+from treesurv.core.instances import ColumnRows, full_model_columns
 from treesurv.serving.schemas import PredictionInstance
 
 
@@ -141,3 +141,15 @@ def test_what_is_not_a_list_of_objects_is_declined() -> None:
     assert full_model_columns([schema.EXAMPLE, "x"]) is None
     assert full_model_columns([schema.EXAMPLE, [1, 2]]) is None
     assert full_model_columns([schema.EXAMPLE, schema.EXAMPLE]) is not None
+
+
+def test_column_rows_read_columns_as_instance_dicts() -> None:
+    values = {"Species": ["Acer saccharum", "Quercus rubra"], "EMF": [None, 12.5]}
+    rows = ColumnRows(values)
+    assert len(rows) == 2
+    assert rows[0] == {"Species": "Acer saccharum", "EMF": None}
+    assert rows[-1] == {"Species": "Quercus rubra", "EMF": 12.5}
+    assert rows[1:] == [rows[1]]
+    assert list(rows) == [rows[0], rows[1]]
+    with pytest.raises(IndexError):
+        rows[2]

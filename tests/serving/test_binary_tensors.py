@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import OIP_MODEL, tensors
+from tests.helpers import OIP_MODEL, instances, tensors
 from treesurv.core import schema
 from treesurv.serving import binary_tensors as bt
 
@@ -226,3 +227,46 @@ def test_classification_outputs_are_refused(client: TestClient) -> None:
     body = {"inputs": tensors([schema.EXAMPLE]), "parameters": {"binary_data_output": "yes"}}
     r = client.post(f"{OIP_MODEL}/infer", json=body)
     assert r.status_code == 400 and "binary_data_output must be true or false" in r.text
+
+
+@pytest.mark.parametrize("as_binary", [False, True], ids=["json", "binary"])
+def test_the_column_path_answers_byte_for_byte_what_the_row_path_does(
+    client: TestClient, study: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, as_binary: bool
+) -> None:
+    """Valid full-model tensors are checked and scored as columns; the answer is the
+    per-row path's, byte for byte, and so are the instances the prediction log gets."""
+    from treesurv.monitoring.prediction_log.lines import encode_instances
+    from treesurv.serving.routes import open_inference as oip
+
+    rows = instances(study.sample(300, random_state=5))
+    body, headers = binary_request(rows, set(schema.FEATURE_NAMES) if as_binary else set())
+    taken: list[bool] = []
+    logged: list[bytes] = []
+    check, remember = oip.full_model_tensors, oip.remember
+
+    def spy(columns: dict[str, list[Any]]) -> dict[str, Any] | None:
+        found = check(columns)
+        taken.append(found is not None)
+        return found
+
+    def log(scope: Any, version: str, request: Any, probabilities: Any) -> None:
+        logged.append(encode_instances(request, len(probabilities)))
+        remember(scope, version, request, probabilities)
+
+    monkeypatch.setattr(oip, "remember", log)
+    monkeypatch.setattr(oip, "full_model_tensors", spy)
+    fast = client.post(f"{OIP_MODEL}/infer", content=body, headers=headers)
+    assert taken == [True]
+    monkeypatch.setattr(oip, "full_model_tensors", lambda columns: None)
+    slow = client.post(f"{OIP_MODEL}/infer", content=body, headers=headers)
+    assert fast.status_code == slow.status_code == 200, fast.text
+    assert fast.content == slow.content
+    assert logged[0] == logged[1]
+
+
+def test_the_column_check_declines_what_the_row_path_refuses(client: TestClient) -> None:
+    # A wrong category in the second row: the row path names it, as before.
+    bad = {**schema.EXAMPLE, "Soil": "Oak"}
+    r = client.post(f"{OIP_MODEL}/infer", json={"inputs": tensors([schema.EXAMPLE, bad])})
+    assert r.status_code == 400
+    assert "row[1].Soil" in r.json()["error"] and "'Oak'" in r.json()["error"]

@@ -12,11 +12,17 @@ The body is read as the protocol defines it whatever its `Content-Type` says
 outputs answered that way when asked. Errors follow the protocol: a non-200 status
 with `{"error": "..."}`; the message names the tensor, the row, the value and what
 is allowed, from the same schema and rules as the v1 API.
+
+Two or more rows that are all valid for the full model are checked as columns
+(`treesurv.core.instances.checked_columns`) and scored as columns, with no object
+per row; any other request is checked row by row by the v1 API's `Instance` model,
+which names every problem.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,13 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from treesurv import __version__
 from treesurv.core import schema
 from treesurv.core.errors import InputError
+from treesurv.core.instances import ColumnRows, checked_columns
 from treesurv.monitoring.service import remember
 from treesurv.serving import binary_tensors as binary
 from treesurv.serving import errors
 from treesurv.serving.deps import model_state, settings_of
 from treesurv.serving.http import JSON, json_response
 from treesurv.serving.schemas import ErrorResponse, Instance
-from treesurv.serving.scoring import score
+from treesurv.serving.scoring import score, score_columns
 from treesurv.serving.state import Served
 
 PLATFORM = "treesurv-compiled"
@@ -399,19 +406,37 @@ def _missing_as_none(feature: schema.Feature, values: list[Any] | np.ndarray) ->
     return out
 
 
-def rows_from_tensors(
+def columns_from_tensors(
     inputs: list[RequestInput], max_batch: int, data: bytes = b"", framed: bool = False
-) -> list[dict[str, Any]]:
-    """The instances a V2 request carries (`data`: the binary part after the JSON object,
-    `framed`: the request said where the JSON ends); ProtocolError says what is wrong."""
+) -> dict[str, list[Any]]:
+    """The values a V2 request carries, by input name, None where missing (`data`: the
+    binary part after the JSON object, `framed`: the request said where the JSON
+    ends); ProtocolError says what is wrong."""
     by_name, flat = _checked(inputs, max_batch)
     shares = _binary_shares(inputs, data, framed)
     columns: dict[str, list[Any]] = {}
     for name, tensor in by_name.items():
         values = flat[name] if name in flat else _decoded(tensor, shares[name])
         columns[name] = _missing_as_none(schema.FEATURES_BY_NAME[name], values)
+    return columns
+
+
+def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The columns as row dicts, for `validate_rows`."""
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def full_model_tensors(columns: dict[str, list[Any]]) -> dict[str, Any] | None:
+    """The columns checked as a whole (`treesurv.core.instances`) when a request holds
+    two or more rows, all valid for the full model; else None, and `validate_rows`
+    checks each row and names every problem (one row is scored by the single-row
+    kernel). An input left out (EMF, when every row is an AMF species) is missing in
+    every row, as in the row dicts."""
+    n = len(next(iter(columns.values())))
+    if n < 2:
+        return None
+    return checked_columns({f.name: columns.get(f.name, [None] * n) for f in schema.FEATURES})
 
 
 def validate_rows(rows: list[dict[str, Any]]) -> list[Instance]:
@@ -571,16 +596,24 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         # As before the protocol reads the tensors: a malformed body is a 400 whatever
         # the model's name, then an unknown model a 404 or no model a 503.
         served = _served(request, model_name, version)
-        rows = rows_from_tensors(
+        values = columns_from_tensors(
             body.inputs, settings_of(request).max_batch, data, framed=header is not None
         )
         wanted = requested_outputs(body)
-        instances = validate_rows(rows)
+        columns = full_model_tensors(values)
+        if columns is None:
+            instances = validate_rows(rows_of(values))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
-    probabilities = await score(served.predictor, [i.__dict__ for i in instances])
+    logged: Sequence[Any]
+    if columns is not None:  # every row valid for the full model: scored as columns
+        probabilities = (await score_columns(served.predictor, columns)).tolist()
+        logged = ColumnRows(values)
+    else:
+        probabilities = await score(served.predictor, [i.__dict__ for i in instances])
+        logged = instances
     request.app.state.metrics.observe_predictions("v2", probabilities)
-    remember(request.scope, served.version, instances, probabilities)
+    remember(request.scope, served.version, logged, probabilities)
     return _answer(served, body.id, wanted, probabilities)
 
 
