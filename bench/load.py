@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEFAULT_MODEL = ROOT / "models" / "tree-survival"
 PATH = "/v1/predictions"
+V2_PATH = "/v2/models/tree-survival/infer"
 
 sys.path.insert(0, str(ROOT / "src"))
 from treesurv.core import schema  # noqa: E402
@@ -49,6 +50,24 @@ def batch_body(rows: int) -> str:
         for r in picked.to_dict("records")
     ]
     return json.dumps({"instances": instances})
+
+
+def v2_body(body: str) -> str:
+    """The same instances as Open Inference Protocol JSON tensors, one per feature."""
+    rows = json.loads(body)["instances"]
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": f.name,
+                    "shape": [len(rows)],
+                    "datatype": "BYTES" if f.kind == "categorical" else "FP64",
+                    "data": [r.get(f.name) for r in rows],
+                }
+                for f in schema.FEATURES
+            ]
+        }
+    )
 
 
 BARE = (
@@ -137,11 +156,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk_script(directory: Path, body: str) -> Path:
-    """A wrk Lua script that POSTs `body` as JSON to the benchmark's path."""
-    script = directory / "post.lua"
+def wrk_script(directory: Path, body: str, path: str = PATH) -> Path:
+    """A wrk Lua script that POSTs `body` as JSON to `path`."""
+    script = directory / f"post{path.replace('/', '-')}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
+        f"wrk.path = {json.dumps(path)}\n"
         f"wrk.body = {json.dumps(body)}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
@@ -187,7 +207,9 @@ def wrk(port: int, duration: float, connections: int, script: Path) -> dict[str,
     }
 
 
-def python_client(port: int, duration: float, connections: int, body: str = BODY) -> dict[str, Any]:
+def python_client(
+    port: int, duration: float, connections: int, body: str = BODY, path: str = PATH
+) -> dict[str, Any]:
     """Fallback generator (httpx, asyncio): weaker than wrk, same for both apps."""
     import httpx
 
@@ -204,7 +226,7 @@ def python_client(port: int, duration: float, connections: int, body: str = BODY
                 while time.perf_counter() < deadline:
                     t = time.perf_counter()
                     try:
-                        r = await c.post(PATH, content=body, headers=headers)
+                        r = await c.post(path, content=body, headers=headers)
                         ok = r.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -239,29 +261,35 @@ def run(
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Requests/s of each app, `rows` instances per request (one: the example seedling);
-    `env`: settings of the real server."""
+    `env`: settings of the real server. With batches, the real server's `/v2` infer
+    (the same rows as JSON tensors) is measured too, as the kind `v2`."""
     body = BODY if rows == 1 else batch_body(rows)
     use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    results: dict[str, list[dict[str, Any]]] = {"real": [], "bare": []}
+    requests = {"real": (body, PATH), "bare": (body, PATH)}
+    if rows > 1:
+        requests["v2"] = (v2_body(body), V2_PATH)
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in requests}
     with tempfile.TemporaryDirectory() as tmp:
-        script = wrk_script(Path(tmp), body)
+        scripts = {kind: wrk_script(Path(tmp), *sent) for kind, sent in requests.items()}
 
-        def load(port: int, seconds: float) -> dict[str, Any]:
+        def load(kind: str, seconds: float) -> dict[str, Any]:
+            port = servers["bare" if kind == "bare" else "real"][1]
             if use_wrk:
-                return wrk(port, seconds, connections, script)
-            return python_client(port, seconds, connections, body)
+                return wrk(port, seconds, connections, scripts[kind])
+            return python_client(port, seconds, connections, *requests[kind])
 
         try:
             for kind in ("real", "bare"):
                 port = free_port()
                 servers[kind] = (start(kind, port, model, env), port)
-                load(port, min(2.0, duration))  # warm-up, not counted
+            for kind in requests:
+                load(kind, min(2.0, duration))  # warm-up, not counted
             for r in range(rounds):
-                # Alternate the order so neither app always runs on a warmer machine.
-                order = ("real", "bare") if r % 2 == 0 else ("bare", "real")
+                # Alternate the order so no app always runs on a warmer machine.
+                order = list(requests) if r % 2 == 0 else list(reversed(requests))
                 for kind in order:
-                    results[kind].append(load(servers[kind][1], duration))
+                    results[kind].append(load(kind, duration))
         finally:
             for proc, _ in servers.values():
                 stop(proc)
@@ -284,6 +312,8 @@ def run(
             "rounds": runs,
         }
     summary["ratio"] = summary["real"]["rps"] / summary["bare"]["rps"]
+    if "v2" in summary:
+        summary["ratio_v2"] = summary["v2"]["rps"] / summary["bare"]["rps"]
     if rows > 1:
         summary["model_rows_per_s"] = model_alone(model, body.encode())
     return summary
@@ -316,7 +346,9 @@ def report(summary: dict[str, Any]) -> str:
         f"{summary['rounds']} x {summary['duration_s']:g}s per app (median of rounds)",
         f"{'app':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}",
     ]
-    for kind in ("real", "bare"):
+    for kind in ("real", "v2", "bare"):
+        if kind not in summary:
+            continue
         s = summary[kind]
         lines.append(
             f"{kind:<6}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>8}"

@@ -467,7 +467,14 @@ def _bench_http(r: dict[str, Any], key: str = "http") -> str:
         raise GenerationError(f"bench/results.json has no {key!r} (run make bench)")
     batch = h.get("rows_per_request", 1) > 1
     rows = []
-    for app, label in (("real", "treesurv"), ("bare", "bare FastAPI app (validation only)")):
+    apps = (
+        ("real", "treesurv"),
+        ("v2", "treesurv, `/v2` infer (JSON tensors)"),
+        ("bare", "bare FastAPI app (validation only)"),
+    )
+    for app, label in apps:
+        if app == "v2" and app not in h:
+            continue
         m = h.get(app) or {}
         rows.append(
             [
@@ -485,7 +492,9 @@ def _bench_http(r: dict[str, Any], key: str = "http") -> str:
         f"{h.get('generator', 'wrk')}, {_num(h.get('connections'))} connections, "
         f"{_num(h.get('workers'))} worker, median of "
         f"{_num(h.get('rounds'))} × {_num(h.get('duration_s'), 0)} s. "
-        f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**. "
+        f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**"
+        + (f" (`/v2`: **{_num(h['ratio_v2'], 2)}**)" if "ratio_v2" in h else "")
+        + ". "
         f"Measured {h.get('measured', r.get('measured', '–'))}."
     )
     if "model_rows_per_s" in h:
