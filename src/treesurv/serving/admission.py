@@ -134,11 +134,15 @@ class Admission:
             if match is Match.FULL:
                 scope["route"] = route
                 break
-        message = (
-            f"overloaded: waited {self.queue_timeout:g} s without a free worker slot"
-            if reason == "queue_timeout"
-            else "overloaded: this worker's queue is full"
-        ) + f"; retry in {RETRY_AFTER_SECONDS} s"
+        why = {
+            "queue_timeout": f"waited {self.queue_timeout:g} s without a free worker slot",
+            "queue_full": f"this worker's queue is full (at most {self.max_queue} may wait)",
+            "bytes_full": (
+                "this worker's queued requests would exceed "
+                f"{self.max_pending_bytes} bytes of bodies"
+            ),
+        }[reason]
+        message = f"overloaded: {why}; retry in {RETRY_AFTER_SECONDS} s"
         key = "error" if scope["path"].startswith("/v2/") else "detail"
         retry = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
         await send_json(send, 503, {key: message, "reason": reason}, retry)
