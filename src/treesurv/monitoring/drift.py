@@ -239,12 +239,12 @@ def numeric_drift(
     name: str,
     ref: dict[str, Any],
     values: pd.Series,
-    psi_threshold: float,
-    alpha: float,
+    thresholds: Thresholds,
     *,
-    warn_psi: float = float("inf"),
-    warn_p_value: float = 0.0,
+    prediction: bool = False,
 ) -> FeatureDrift:
+    """Drift of a numeric column against its reference bins and sketch (`prediction`:
+    the column is the model's predictions, graded by their own PSI threshold)."""
     edges = np.asarray(ref["edges"], dtype=float)
     ref_missing = float(ref.get("missing", 0.0))
     raw = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
@@ -274,14 +274,7 @@ def numeric_drift(
         )
         p, test = min(1.0, 2 * min(p, p_missing)), "ks+chi2"
     value = psi(ref_shares, cur_shares)
-    graded = verdict(
-        value,
-        p,
-        psi_threshold=psi_threshold,
-        p_threshold=alpha,
-        warn_psi=warn_psi,
-        warn_p_value=warn_p_value,
-    )
+    graded = thresholds.verdict(value, p, prediction=prediction)
     return FeatureDrift(
         name=name,
         kind="numeric",
@@ -306,12 +299,9 @@ def categorical_drift(
     ref: dict[str, Any],
     values: pd.Series,
     reference_rows: int,
-    psi_threshold: float,
-    alpha: float,
-    *,
-    warn_psi: float = float("inf"),
-    warn_p_value: float = 0.0,
+    thresholds: Thresholds,
 ) -> FeatureDrift:
+    """Drift of a categorical column against its reference shares (chi-square)."""
     categories = list(ref["shares"])
     ref_shares = np.array(
         [float(ref["shares"][c]) for c in categories] + [float(ref.get("missing", 0.0))]
@@ -327,14 +317,7 @@ def categorical_drift(
     value = psi(ref_shares, cur_shares)
     labels = [*categories, MISSING]
     keep = [i for i in range(len(labels)) if ref_shares[i] > 0 or cur_shares[i] > 0]
-    graded = verdict(
-        value,
-        p,
-        psi_threshold=psi_threshold,
-        p_threshold=alpha,
-        warn_psi=warn_psi,
-        warn_p_value=warn_p_value,
-    )
+    graded = thresholds.verdict(value, p)
     return FeatureDrift(
         name=name,
         kind="categorical",
@@ -386,19 +369,14 @@ def compare(
     reference_rows = int(profile.get("rows") or 0)
     if reference_rows <= 0:
         raise DriftError("reference profile: `rows` is missing or zero")
-    warn = {"warn_psi": thresholds.warn_psi, "warn_p_value": thresholds.warn_p_value}
     out: dict[str, FeatureDrift] = {}
     for f in schema.FEATURES:
         ref = features_ref[f.name]
         col = frame[f.name] if f.name in frame.columns else pd.Series([None] * rows)
         if f.kind == "numeric":
-            out[f.name] = numeric_drift(
-                f.name, ref, col, thresholds.psi, thresholds.p_value, **warn
-            )
+            out[f.name] = numeric_drift(f.name, ref, col, thresholds)
         else:
-            out[f.name] = categorical_drift(
-                f.name, ref, col, reference_rows, thresholds.psi, thresholds.p_value, **warn
-            )
+            out[f.name] = categorical_drift(f.name, ref, col, reference_rows, thresholds)
     prediction = None
     pref = profile.get("prediction")
     if pref is None:
@@ -415,12 +393,7 @@ def compare(
                 )
         if len(served) >= thresholds.min_rows:
             prediction = numeric_drift(
-                PREDICTION,
-                pref,
-                served[PREDICTION],
-                thresholds.prediction_psi,
-                thresholds.p_value,
-                **warn,
+                PREDICTION, pref, served[PREDICTION], thresholds, prediction=True
             )
         else:
             notes.append(
