@@ -236,13 +236,14 @@ def test_the_column_path_answers_byte_for_byte_what_the_row_path_does(
     """Valid full-model tensors are checked and scored as columns; the answer is the
     per-row path's, byte for byte, and so are the instances the prediction log gets."""
     from treesurv.monitoring.prediction_log.lines import encode_instances
+    from treesurv.serving import scoring
     from treesurv.serving.routes import open_inference as oip
 
     rows = instances(study.sample(300, random_state=5))
     body, headers = binary_request(rows, set(schema.FEATURE_NAMES) if as_binary else set())
     taken: list[bool] = []
     logged: list[bytes] = []
-    check, remember = oip.full_model_tensors, oip.remember
+    check, remember = oip.full_model_tensors, scoring.remember
 
     def spy(columns: dict[str, list[Any]]) -> dict[str, Any] | None:
         found = check(columns)
@@ -253,7 +254,7 @@ def test_the_column_path_answers_byte_for_byte_what_the_row_path_does(
         logged.append(encode_instances(request, len(probabilities)))
         remember(scope, version, request, probabilities)
 
-    monkeypatch.setattr(oip, "remember", log)
+    monkeypatch.setattr(scoring, "remember", log)
     monkeypatch.setattr(oip, "full_model_tensors", spy)
     fast = client.post(f"{OIP_MODEL}/infer", content=body, headers=headers)
     assert taken == [True]

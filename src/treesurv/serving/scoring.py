@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv.core import schema
 from treesurv.core.instances import full_model_columns
 from treesurv.inference.predictor import FastPredictor
+from treesurv.monitoring.service import remember
+from treesurv.serving import model_choice
 
 # Batches this large are scored in a worker thread (the kernels release the GIL),
 # so one big request does not hold up the event loop.
@@ -80,3 +84,26 @@ def prediction_items(probabilities: list[float], threshold: float) -> list[dict[
         }
         for p in probabilities
     ]
+
+
+def account(
+    request: Request,
+    version: str,
+    endpoint: str,
+    model: str,
+    probabilities: Sequence[float],
+    logged: Callable[[], bytes | Sequence[Any]],
+    horizon: bool = False,
+) -> None:
+    """Counts a route's answers in the metrics. The full classifier's probabilities
+    go to the histogram and, with `logged()` (the request as the log keeps it), to the
+    prediction log: they are comparable with the drift check's reference profile.
+    Other models' answers (planning, by a horizon) are only counted."""
+    metrics = request.app.state.metrics
+    if model == model_choice.FULL and not horizon:
+        metrics.observe_predictions(endpoint, probabilities)
+        remember(request.scope, version, logged(), probabilities)
+    else:
+        metrics.count_predictions(
+            f"{endpoint}_{model}{'_horizon' if horizon else ''}", len(probabilities)
+        )

@@ -23,11 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from treesurv.core import schema
-from treesurv.monitoring.service import remember
 from treesurv.serving import model_choice
 from treesurv.serving.deps import served_model, settings_of
 from treesurv.serving.schemas import PredictionRequest
-from treesurv.serving.scoring import check_batch, prediction_items, score
+from treesurv.serving.scoring import account, check_batch, prediction_items, score
 
 Loc = tuple[str | int, ...]
 # Where row `i` sits in the client's body (the error locations).
@@ -166,13 +165,14 @@ async def score_rows(
             [_relocated({**e, "loc": e["loc"][1:]}, locate) for e in exc.errors()]
         ) from None
     probabilities = await score(model_choice.classifier(served, model), instances)
-    metrics = request.app.state.metrics
-    if model == model_choice.FULL:
-        metrics.observe_predictions(endpoint, probabilities)
-        logged = orjson.dumps({"instances": instances})
-        remember(request.scope, served.version, logged, probabilities)
-    else:
-        metrics.count_predictions(f"{endpoint}_{model}", len(probabilities))
+    account(
+        request,
+        served.version,
+        endpoint,
+        model,
+        probabilities,
+        lambda: orjson.dumps({"instances": instances}),
+    )
     return prediction_items(probabilities, served.bundle.threshold)
 
 

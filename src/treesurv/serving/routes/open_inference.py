@@ -36,13 +36,13 @@ from treesurv import __version__
 from treesurv.core import schema
 from treesurv.core.errors import InputError
 from treesurv.core.instances import ColumnRows, checked_columns
-from treesurv.monitoring.service import remember
 from treesurv.serving import binary_tensors as binary
 from treesurv.serving import errors
 from treesurv.serving.deps import model_state, settings_of
 from treesurv.serving.http import JSON, json_response
+from treesurv.serving.model_choice import FULL
 from treesurv.serving.schemas import ErrorResponse, Instance
-from treesurv.serving.scoring import score, score_columns
+from treesurv.serving.scoring import account, score, score_columns
 from treesurv.serving.state import Served
 
 PLATFORM = "treesurv-compiled"
@@ -612,8 +612,7 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
     else:
         probabilities = await score(served.predictor, [i.__dict__ for i in instances])
         logged = instances
-    request.app.state.metrics.observe_predictions("v2", probabilities)
-    remember(request.scope, served.version, logged, probabilities)
+    account(request, served.version, "v2", FULL, probabilities, lambda: logged)
     return _answer(served, body.id, wanted, probabilities)
 
 

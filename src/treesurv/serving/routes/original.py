@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from treesurv.core import schema
-from treesurv.monitoring.service import remember
 from treesurv.serving.deps import served_model
 from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
+from treesurv.serving.model_choice import FULL
 from treesurv.serving.schemas import LegacyInstance, LegacyResponse
+from treesurv.serving.scoring import account
 
 router = APIRouter(route_class=RequestRoute)
 LEGACY_EXAMPLES = {
@@ -37,6 +38,6 @@ async def predic(request: Request) -> Response:
     body = await parse(request, LegacyInstance)
     served = served_model(request)
     p = served.predictor.predict_one(body.__dict__)
-    request.app.state.metrics.observe_predictions("v1_predic", (p,))
-    remember(request.scope, served.version, b'{"instances":[%b]}' % await request.body(), (p,))
+    raw = await request.body()
+    account(request, served.version, "v1_predic", FULL, (p,), lambda: b'{"instances":[%b]}' % raw)
     return json_response({"Event": 1.0 if p >= served.bundle.threshold else 0.0})

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from treesurv.core import schema
-from treesurv.monitoring.service import remember
 from treesurv.serving import model_choice
 from treesurv.serving.deps import served_model, settings_of
 from treesurv.serving.http import INVALID, RequestRoute, body_schema, json_response, parse
 from treesurv.serving.schemas import DESIGN_EXAMPLE, PredictionRequest, PredictionResponse
 from treesurv.serving.scoring import (
     THREADPOOL_MIN_ROWS,
+    account,
     check_batch,
     full_model_batch,
     prediction_items,
@@ -77,19 +77,13 @@ async def predictions(request: Request) -> Response:
     else:
         served, model, horizon_days, probabilities = await _by_instance(request)
     payload: dict[str, Any] = {"model_version": served.version, "model": model}
-    metrics = request.app.state.metrics
-    if model == model_choice.FULL and horizon_days is None:
-        metrics.observe_predictions("v1", probabilities)
-        # The log holds the classifier's probabilities, comparable with the
-        # reference profile the drift check reads, and the body as received:
-        # validated, strict and closed, it holds exactly the values scored.
-        remember(request.scope, served.version, await request.body(), probabilities)
-    else:  # other models' probabilities stay out of the classifier's histogram
-        horizon = ""
-        if horizon_days is not None:
-            payload["horizon_days"] = horizon_days
-            horizon = "_horizon"
-        metrics.count_predictions(f"v1_{model}{horizon}", len(probabilities))
+    if horizon_days is not None:
+        payload["horizon_days"] = horizon_days
+    # The log keeps the body as received: validated, strict and closed, it holds
+    # exactly the values scored.
+    body = await request.body()
+    horizon = horizon_days is not None
+    account(request, served.version, "v1", model, probabilities, lambda: body, horizon)
     payload["predictions"] = prediction_items(probabilities, served.bundle.threshold)
     return json_response(payload)
 
