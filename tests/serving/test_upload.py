@@ -144,6 +144,23 @@ def test_xlsx_cells_read_as_text(tmp_path: Path) -> None:
     ]
 
 
+def test_xlsx_rows_are_the_sheets_rows(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["a", None, "a"], [1, 2, 3], [None, None, None], [4, 5], [None]):
+        sheet.append(row)
+    path = tmp_path / "in.xlsx"
+    book.save(path)
+    text = batch.read_xlsx_text(path)
+    # An empty row inside the data stays (row 3 of the sheet is line 3), the empty
+    # rows at the end go; names as pandas gives a CSV's.
+    assert list(text.columns) == ["a", "Unnamed: 1", "a.1"]
+    assert text.values.tolist() == [["1", "2", "3"], ["", "", ""], ["4", "5", ""]]
+
+
 def test_xlsx_that_is_not_a_workbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "in.xlsx"
     with zipfile.ZipFile(path, "w") as archive:
