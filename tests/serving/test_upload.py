@@ -212,3 +212,11 @@ def test_start_up_imports_no_pandas(bundle_four: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_dask_engine_leaves_workbooks_to_the_local_one(tmp_path: Path) -> None:
+    from treesurv.inference.dask_batch import expand_inputs
+
+    path = workbook(tmp_path, pd.DataFrame({"a": [1]}))
+    with pytest.raises(files.DataFileError, match="without --engine dask"):
+        expand_inputs(path)
