@@ -56,6 +56,8 @@ def test_every_column_kept_and_three_added(client: TestClient) -> None:
     assert list(scored.columns) == [*given.columns, *batch.OUTPUT_COLUMNS]
     pd.testing.assert_frame_equal(scored[given.columns], given)
     assert scored["death_probability"].astype(float).between(0, 1).all()
+    metrics = client.get("/metrics").text
+    assert 'treesurv_predictions_total{endpoint="/ui/score"} 40.0' in metrics
 
 
 def test_the_upload_has_its_own_limit(client: TestClient) -> None:

@@ -125,6 +125,9 @@ async def score_file(
     finally:
         gate.leave()
     result = scored.result
+    # Counted like any route's predictions; not written to the prediction log (nor is
+    # `treesurv predict`'s work), nor added to the probability histogram.
+    request.app.state.metrics.count_predictions(PATH, result.scored)
     return json_response(
         {
             "filename": scored.filename,
