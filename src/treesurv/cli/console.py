@@ -94,9 +94,8 @@ def print_report(report: ValidationReport, limit: int = 50) -> None:
 def print_issues(result: BatchResult) -> None:
     """The rows a batch could not score, as a validation report."""
 
-    from treesurv.core.validation import ValidationReport  # pandas: only when needed
+    from treesurv.inference.batch import issue_report  # pandas: only when needed
 
-    report = ValidationReport(source="input", rows=result.rows, issues=list(result.issues))
-    print_report(report)
+    print_report(issue_report(result, "input"))
     if result.issue_count > len(result.issues):
         err.print(f"({result.issue_count} problems in all; the first {len(result.issues)} shown)")

@@ -36,14 +36,14 @@ def predict(
     source: Annotated[
         Path,
         typer.Argument(
-            help="CSV or Parquet input (by extension); with --engine dask also a glob or a "
-            "directory of files."
+            help="CSV, Parquet or XLSX input (by extension); with --engine dask also a glob "
+            "or a directory of CSV or Parquet files."
         ),
     ],
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="CSV or Parquet output; with --engine dask a directory."
+            "--output", "-o", help="CSV, Parquet or XLSX output; with --engine dask a directory."
         ),
     ],
     model: ModelOpt = DEFAULT_PATHS.bundle,
@@ -128,8 +128,11 @@ def predict(
             raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
     if result.issues:
         print_issues(result)
+    planning = (
+        " (planning model: the file has no trait columns)" if result.model == "planning" else ""
+    )
     err.print(
-        f"scored {result.scored} of {result.rows} rows with model {bundle.version} "
+        f"scored {result.scored} of {result.rows} rows with model {bundle.version}{planning} "
         f"-> {output}"
         + (f"; {result.rejected} rejected -> {result.rejects}" if result.rejected else ""),
         highlight=False,

@@ -19,6 +19,8 @@ NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+XLSX_SUFFIXES = (".xlsx",)
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 class DataFileError(InputError):
@@ -27,6 +29,10 @@ class DataFileError(InputError):
 
 def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def is_xlsx(path: Path) -> bool:
+    return path.suffix.lower() in XLSX_SUFFIXES
 
 
 def sniff_text(path: Path) -> None:

@@ -73,16 +73,26 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class ValidationOptions:
-    """What a file must carry: training data needs ids and targets, scoring data not."""
+    """What a file must carry: training data needs ids and targets, scoring data not;
+    the planning model's files only the design fields (the traits are unknown then)."""
 
     require_id: bool = True
     require_target: bool = True
+    features: tuple[str, ...] = schema.FEATURE_NAMES
+
+    def checked(self) -> tuple[schema.Feature, ...]:
+        return tuple(f for f in schema.FEATURES if f.name in self.features)
+
+    def rules(self) -> tuple[schema.Rule, ...]:
+        """The cross-field rules on the checked fields (EMF's is not one for a planning file)."""
+        return tuple(r for r in schema.RULES if set(r.columns) <= set(self.features))
 
 
 TRAINING = ValidationOptions()
 
 
 SCORING = ValidationOptions(require_id=False, require_target=False)
+PLANNING_SCORING = ValidationOptions(require_id=False, require_target=False, features=schema.DESIGN)
 
 
 def _rule_text(check: str, column: str) -> str:
@@ -114,7 +124,7 @@ def _pandera() -> Any:
 def _type_schema(options: ValidationOptions) -> Any:
     pa = _pandera()
     columns: dict[str, Any] = {}
-    for f in schema.FEATURES:
+    for f in options.checked():
         dtype = str if f.kind == "categorical" else float
         columns[f.name] = pa.Column(dtype, coerce=True, nullable=True)
     if options.require_id:
@@ -127,7 +137,7 @@ def _type_schema(options: ValidationOptions) -> Any:
 def _value_schema(options: ValidationOptions) -> Any:
     pa = _pandera()
     columns: dict[str, Any] = {}
-    for f in schema.FEATURES:
+    for f in options.checked():
         if f.kind == "categorical":
             columns[f.name] = pa.Column(str, pa.Check.isin(list(f.categories)), nullable=False)
         else:
@@ -139,7 +149,7 @@ def _value_schema(options: ValidationOptions) -> Any:
     if options.require_target:
         columns[schema.TARGET] = pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=False)
     checks = [
-        pa.Check(_rule_check(rule), name=rule.name, error=rule.message) for rule in schema.RULES
+        pa.Check(_rule_check(rule), name=rule.name, error=rule.message) for rule in options.rules()
     ]
     return pa.DataFrameSchema(columns, checks=checks)
 
@@ -237,7 +247,7 @@ def validate(
     report with issues stops the pipeline (training) or only skips rows (scoring).
     """
     report = ValidationReport(source=source, rows=len(frame))
-    required = list(schema.FEATURE_NAMES)
+    required = list(options.features)
     if options.require_id:
         required.append(schema.ID)
     if options.require_target:
@@ -328,10 +338,10 @@ def all_valid(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.D
     """
     if options.require_id or options.require_target:
         return None
-    if len(frame) == 0 or any(c not in frame.columns for c in schema.FEATURE_NAMES):
+    if len(frame) == 0 or any(c not in frame.columns for c in options.features):
         return None
     typed = coerce(frame, options)
-    for f in schema.FEATURES:
+    for f in options.checked():
         raw, col = frame[f.name], typed[f.name]
         if f.kind == "categorical":
             if not col.isin(f.categories).all():
@@ -345,7 +355,7 @@ def all_valid(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.D
         present = values[~missing]
         if ((present < f.minimum) | (present > f.maximum)).any():
             return None
-    if not all(rule_mask(typed, rule).all() for rule in schema.RULES):
+    if not all(rule_mask(typed, rule).all() for rule in options.rules()):
         return None
     return typed
 

@@ -41,7 +41,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from treesurv.core.files import PARQUET_SUFFIXES, DataFileError, first_line, is_parquet, sniff_text
+from treesurv.core.files import (
+    PARQUET_SUFFIXES,
+    DataFileError,
+    first_line,
+    is_parquet,
+    is_xlsx,
+    sniff_text,
+)
 from treesurv.core.validation import RowIssue
 from treesurv.inference.batch import (
     BatchError,
@@ -102,6 +109,10 @@ def expand_inputs(spec: str | Path) -> list[Path]:
         files = [path]
     if not files:
         raise DataFileError(f"{text}: no CSV or Parquet input files found")
+    workbooks = [p for p in files if is_xlsx(p)]
+    if workbooks:
+        # A workbook cannot be cut into byte ranges: it is read whole, in one process.
+        raise DataFileError(f"{workbooks[0]}: XLSX files are scored without --engine dask")
     kinds = {is_parquet(p) for p in files}
     if len(kinds) > 1:
         raise DataFileError(f"{text}: mixes CSV and Parquet files; score them separately")

@@ -13,6 +13,9 @@ balancer or an HPA sees the overload instead of timeouts.
   200 bytes a row): when the requests in flight and waiting would hold more than
   `max_pending_bytes`, a new one is shed, so one huge batch counts as what it costs.
 - A request that has waited `queue_timeout` seconds is dropped before it is computed.
+- The web page's file upload (`exempt` paths) has its own gate, `UploadGate`: a file
+  of megabytes, sent at the client's pace and scored for seconds in a thread, would
+  otherwise hold a slot and the byte budget of the prediction routes.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ class Admission:
         max_queue: int,
         max_pending_bytes: int,
         queue_timeout: float,
+        exempt: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        self.exempt = exempt
         self.metrics = metrics
         self.routes = routes
         self.max_concurrency = max_concurrency
@@ -64,7 +69,11 @@ class Admission:
         self.waiting: deque[_Waiter] = deque()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in GATED_METHODS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in GATED_METHODS
+            or scope.get("path") in self.exempt
+        ):
             await self.app(scope, receive, send)
             return
         cost = max(content_length(scope) or 0, 0)
@@ -146,3 +155,21 @@ class Admission:
         key = "error" if scope["path"].startswith("/v2/") else "detail"
         retry = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
         await send_json(send, 503, {key: message, "reason": reason}, retry)
+
+
+class UploadGate:
+    """At most `limit` uploaded files scored at once by this worker; past it, the
+    caller answers 503 with Retry-After (no queue: scoring a file takes seconds)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+    def try_enter(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def leave(self) -> None:
+        self.busy -= 1

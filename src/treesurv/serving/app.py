@@ -24,10 +24,10 @@ from treesurv import __version__
 from treesurv.core import schema
 from treesurv.monitoring.service import ServiceLog, drift_collector
 from treesurv.serving import errors, http, model_choice
-from treesurv.serving.admission import Admission
+from treesurv.serving.admission import Admission, UploadGate
 from treesurv.serving.metrics import Metrics
 from treesurv.serving.middleware import BodyLimit, RequestTelemetry
-from treesurv.serving.routes import ROUTERS, kserve_v1, mlflow, open_inference, survival
+from treesurv.serving.routes import ROUTERS, kserve_v1, mlflow, open_inference, survival, upload
 from treesurv.serving.schemas import Instance, LegacyInstance, PredictionRequest
 from treesurv.serving.settings import Settings
 from treesurv.serving.state import ModelState
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model = state
     app.state.openapi_max_days = None
     app.state.prediction_log = predictions_log
+    app.state.uploads = UploadGate(settings.max_uploads)
     for router in ROUTERS:
         app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, open_inference.http_error_handler)
@@ -98,8 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_queue=settings.max_queue,
         max_pending_bytes=settings.max_pending_bytes,
         queue_timeout=settings.queue_timeout,
+        # The upload has its own gate (UploadGate) and body limit.
+        exempt=frozenset({upload.PATH}),
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        file_limits={upload.PATH: settings.max_upload_bytes},
+    )
     # Metrics, request ids, security headers and the prediction log, in one layer.
     app.add_middleware(RequestTelemetry, metrics=metrics, log=predictions_log)
     return app

@@ -4,13 +4,14 @@
 status, adds the request id and the security headers, and feeds the prediction log;
 `BodyLimit` answers 413 to bodies above the limit, from the Content-Length header
 when there is one, or while streaming otherwise, after reading the rest of the body
-(up to a bound) so that every client gets to read the answer.
+(up to a bound) so that every client gets to read the answer. A path may have its
+own, larger limit (the web page's file upload).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,22 +33,37 @@ class BodyTooLarge(InputError):
 DRAIN_BYTES = 64 * 1024 * 1024
 
 
+def mebibytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        drain_bytes: int = DRAIN_BYTES,
+        file_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """`file_limits`: paths whose body is a file (the upload), with their own limit."""
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = drain_bytes
+        self.file_limits = dict(file_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        file_limit = self.file_limits.get(path)
+        max_bytes = self.max_bytes if file_limit is None else file_limit
         length = content_length(scope)
         if length is not None:
-            if length > self.max_bytes:
+            if length > max_bytes:
                 if length <= self.drain_bytes:
                     await drain(receive, self.drain_bytes)
-                await self._refuse(send, length)
+                await self._refuse(send, length, max_bytes, file_limit is not None)
                 return
             await self.app(scope, receive, send)  # the server enforces the declared length
             return
@@ -62,7 +78,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 more = bool(message.get("more_body", False))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise BodyTooLarge
             else:
                 more = False
@@ -80,16 +96,29 @@ class BodyLimit:
             if not started:
                 if more:  # once the body is all in, receive() waits for the disconnect
                     await drain(receive, self.drain_bytes, received)
-                await self._refuse(send, None)
+                await self._refuse(send, None, max_bytes, file_limit is not None)
 
-    async def _refuse(self, send: Send, length: int | None) -> None:
+    async def _refuse(self, send: Send, length: int | None, limit: int, is_file: bool) -> None:
+        if is_file:
+            size = f"{length} bytes ({mebibytes(length)})" if length is not None else "larger"
+            error = {
+                "field": "file",
+                "value": length,
+                "allowed": f"at most {limit} bytes ({mebibytes(limit)})",
+                "msg": f"file too large: {size}; the limit is {limit} bytes "
+                f"({mebibytes(limit)}): split the file",
+                "type": "file_too_large",
+                "loc": ["body"],
+            }
+            await send_json(send, 413, {"detail": [error]}, [(b"connection", b"close")])
+            return
         got = f"{length} bytes" if length is not None else "more"
         error = {
             "field": "body",
             "value": length,
-            "allowed": f"at most {self.max_bytes} bytes",
+            "allowed": f"at most {limit} bytes",
             "msg": f"request body too large: {got}; the limit is "
-            f"{self.max_bytes} bytes (send fewer instances per request)",
+            f"{limit} bytes (send fewer instances per request)",
             "type": "body_too_large",
             "loc": ["body"],
         }

@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
+    max_upload_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest file the web page's upload (`POST /ui/score`) accepts, in "
+        "bytes (413 above, naming the limit and the file's size). The page reads it from "
+        "/ui/form.json and refuses a larger file before sending it.",
+    )
+    max_uploads: int = Field(
+        2,
+        ge=1,
+        description="Uploaded files a worker scores at once (in threads, off the event "
+        "loop); one more gets 503 with Retry-After. Uploads bypass the admission queue "
+        "of the prediction routes (`max_concurrency`, `max_pending_bytes`), so a large "
+        "file never holds a slot of the API.",
+    )
     watch_interval: float = Field(
         2.0, ge=0, description="Seconds between checks of the bundle's manifest; 0 disables."
     )

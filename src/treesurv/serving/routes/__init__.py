@@ -15,6 +15,7 @@ from treesurv.serving.routes import (
     original,
     predictions,
     survival,
+    upload,
     web,
 )
 
@@ -28,5 +29,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     survival.router,  # /v1/survival, /v1/compare
     kserve_v1.router,  # KServe V1: /v1/models/{name}, /v1/models/{name}:predict
     mlflow.router,  # MLflow scoring: /invocations, /ping, /health, /version
+    upload.router,  # POST /ui/score: the web page's spreadsheet upload
     web.router,  # the web page at /
 )

@@ -76,7 +76,14 @@ async def form(request: Request) -> Response:
             "default_days": default_days(served, surv) if surv is not None else [],
             "max_horizons": MAX_HORIZONS,
         }
-    return json_response({**form_document(), "model": model})
+    settings = request.app.state.settings
+    # What the upload takes, so that the page refuses a file too large before sending it.
+    upload = {
+        "path": "/ui/score",
+        "max_bytes": settings.max_upload_bytes,
+        "formats": [".csv", ".xlsx"],
+    }
+    return json_response({**form_document(), "model": model, "upload": upload})
 
 
 @router.get("/ui/model-card")

@@ -287,6 +287,142 @@ function drawBars(res) {
   $("compare-chart").replaceChildren(root);
 }
 
+// ---- Score a spreadsheet. The file itself is the body of POST /ui/score (its type
+// said by its extension: Windows calls a .csv file Excel's); the answer carries the
+// report (the command line's: row, column, value, rule) and the scored file.
+const XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+let downloadUrl = null;
+
+function sizeText(n) {
+  if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+  return n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
+}
+
+function uploadType(name) {
+  const lower = name.toLowerCase();
+  if (lower.endsWith(".xlsx")) return XLSX;
+  if (lower.endsWith(".csv") || lower.endsWith(".txt")) return "text/csv";
+  return null;
+}
+
+function uploadState(state, status) {
+  $("batch").dataset.state = state;
+  if (status !== undefined) $("upload-status").textContent = status;
+}
+
+// `fraction` null: the work has no measurable progress (the server is scoring).
+function setProgress(label, fraction) {
+  $("upload-progress-box").hidden = false;
+  const bar = $("upload-progress");
+  if (fraction === null) {
+    bar.removeAttribute("value");
+    $("upload-progress-label").textContent = label;
+  } else {
+    bar.value = Math.round(100 * fraction);
+    $("upload-progress-label").textContent = `${label}: ${Math.round(100 * fraction)} %`;
+  }
+}
+
+function resetUpload() {
+  $("upload-error").textContent = "";
+  $("upload-result").hidden = true;
+  $("upload-issues").hidden = true;
+  $("upload-issues-body").replaceChildren();
+  $("upload-progress-box").hidden = true;
+  if (downloadUrl) URL.revokeObjectURL(downloadUrl);
+  downloadUrl = null;
+}
+
+function uploadFailed(message) {
+  $("upload-progress-box").hidden = true;
+  $("upload-error").textContent = message;
+  uploadState("error", "The file was not scored.");
+}
+
+function scoreFile(file) {
+  resetUpload();
+  const type = uploadType(file.name);
+  if (!type) { uploadFailed(`${file.name}: choose a CSV (.csv) or XLSX (.xlsx) file`); return; }
+  const limit = spec.upload.max_bytes;
+  if (file.size > limit) {  // the server's own message, without sending the file
+    uploadFailed(`${file.name}: file too large: ${file.size} bytes (${sizeText(file.size)}); ` +
+      `the limit is ${limit} bytes (${sizeText(limit)}): split the file`);
+    return;
+  }
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", `${spec.upload.path}?filename=${encodeURIComponent(file.name)}`);
+  xhr.setRequestHeader("Content-Type", type);
+  xhr.responseType = "json";
+  xhr.upload.onprogress = (e) => {
+    setProgress(`Uploading ${file.name}`, e.lengthComputable ? e.loaded / e.total : null);
+  };
+  xhr.upload.onload = () => {
+    setProgress(`Scoring ${file.name}…`, null);
+    uploadState("scoring", `Scoring ${file.name}…`);
+  };
+  xhr.onprogress = (e) => {
+    if (e.lengthComputable) setProgress("Receiving the scored file", e.loaded / e.total);
+  };
+  xhr.onload = () => {
+    $("upload-progress-box").hidden = true;
+    const body = xhr.response;
+    if (xhr.status !== 200 || !body) {
+      const detail = body?.detail;
+      uploadFailed(Array.isArray(detail) ? detail.map((d) => d.msg).join(" ")
+        : String(detail ?? `the server answered HTTP ${xhr.status}`));
+      return;
+    }
+    showScored(body);
+  };
+  xhr.onerror = () => uploadFailed(`${file.name}: the upload failed (connection lost)`);
+  setProgress(`Uploading ${file.name}`, 0);
+  uploadState("uploading", `Uploading ${file.name} (${sizeText(file.size)})…`);
+  xhr.send(file);
+}
+
+function showScored(r) {
+  const text = atob(r.content_base64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i += 1) bytes[i] = text.charCodeAt(i);
+  downloadUrl = URL.createObjectURL(new Blob([bytes], { type: r.media_type }));
+  const link = $("upload-download");
+  link.href = downloadUrl;
+  link.download = r.filename;
+  link.textContent = `Download ${r.filename}`;
+  $("upload-result").hidden = false;
+  $("model-version").textContent = r.model_version;
+  const rows = $("upload-issues-body");
+  for (const i of r.issues) {
+    const tr = el("tr");
+    for (const v of [i.line ?? "–", i.column, i.value, i.rule]) tr.append(el("td", {}, String(v)));
+    rows.append(tr);
+  }
+  let caption = `Rows not scored — ${r.summary}`;
+  if (r.problems > r.issues.length) {
+    caption += ` (${r.problems} problems in all; the first ${r.issues.length} shown)`;
+  }
+  $("upload-issues-caption").textContent = caption;
+  $("upload-issues").hidden = r.issues.length === 0;
+  uploadState("done", `Scored ${r.scored} of ${r.rows} rows with model ${r.model_version}, ` +
+    `${MODEL_TEXT[r.model]}` +
+    (r.rejected ? `; ${r.rejected} rejected (listed below, not in the file).` : "."));
+}
+
+function setUpUpload() {
+  $("upload-limit").textContent = `Files up to ${sizeText(spec.upload.max_bytes)}.`;
+  const input = $("upload-file"), zone = $("drop");
+  input.addEventListener("change", () => { if (input.files.length) scoreFile(input.files[0]); });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (file) scoreFile(file);
+  });
+  uploadState("idle");
+}
+
 async function start() {
   spec = await (await fetch("/ui/form.json")).json();
   for (const f of spec.features) {
@@ -306,6 +442,7 @@ async function start() {
   $("traits-known").addEventListener("change", applyRules);
   $("seedling").addEventListener("submit", predict);
   $("compare").addEventListener("click", compare);
+  setUpUpload();
   applyRules();
   if (restore()) await predict(new Event("submit"));
   document.body.dataset.ready = "true";
