@@ -88,7 +88,16 @@ def test_exp_run_with_a_changed_param(trained_copy: Path) -> None:
 
 
 # The stages that read the schema and the shared I/O (every one of them).
-STAGES = {"validate", "prepare", "train", "train_planning", "train_survival", "evaluate", "package"}
+STAGES = {
+    "validate",
+    "prepare",
+    "train",
+    "train_planning",
+    "train_survival",
+    "evaluate",
+    "explore",
+    "package",
+}
 
 
 def stale_stages(project: Path) -> set[str]:
