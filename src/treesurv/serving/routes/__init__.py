@@ -14,6 +14,7 @@ from treesurv.serving.routes import (
     operations,
     original,
     predictions,
+    report,
     survival,
     web,
 )
@@ -28,5 +29,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     survival.router,  # /v1/survival, /v1/compare
     kserve_v1.router,  # KServe V1: /v1/models/{name}, /v1/models/{name}:predict
     mlflow.router,  # MLflow scoring: /invocations, /ping, /health, /version
+    report.router,  # the study report: /explore, /explore.json, /explore-*.png
     web.router,  # the web page at /
 )
