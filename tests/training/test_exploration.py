@@ -214,6 +214,7 @@ def test_permutation_importance_and_direction(traits_test: pd.DataFrame) -> None
     text = {row[0]: row[2] for row in section["table"]["rows"]}
     assert "raises the predicted risk" in text["NSC"] and "higher mean" in text["NSC"]
     assert "lowers the predicted risk" in text["AMF"] and "lower mean" in text["AMF"]
+    assert "leaves the predicted risk as it is" in text["Lignin"]
     # Same seed, same numbers.
     again = ex.permutation_effects(RiskFromTraits(), traits_test, seed=0, repeats=5)
     assert again == effects

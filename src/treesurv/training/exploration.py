@@ -552,11 +552,12 @@ def _direction(f: Mapping[str, Any]) -> str:
     """The direction of one input's effect, in words."""
     if f["kind"] == "numeric":
         shift = 100 * f["model_shift"]
-        way = "raises" if shift > 0 else "lowers"
-        text = (
-            f"raising it by one SD ({f['sd']:.3g}) {way} the predicted risk by "
-            f"{abs(shift):.1f} points"
+        moves = (
+            f"{'raises' if shift > 0 else 'lowers'} the predicted risk by {abs(shift):.1f} points"
+            if round(abs(shift), 1)
+            else "leaves the predicted risk as it is (less than 0.05 points)"
         )
+        text = f"raising it by one SD ({f['sd']:.3g}) {moves}"
         if f.get("died_minus_survived") is not None:
             higher = "higher" if f["died_minus_survived"] > 0 else "lower"
             text += (
