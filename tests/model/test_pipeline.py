@@ -69,6 +69,10 @@ def test_dvc_metrics_and_plots_show(trained_copy: Path) -> None:
         "workspace_plots_roc.png",
         "workspace_plots_calibration.png",
         "workspace_plots_confusion.png",
+        # The study report's series (explore stage): importances, light, survival curves.
+        "ROC AUC lost",
+        "share that died",
+        "Kaplan-Meier survival by soil inoculum",
     ):
         assert marker in html, marker
 
