@@ -822,7 +822,8 @@ def _draw_light(fig: Any, d: Mapping[str, Any]) -> None:
         ylim=(0, 1),
         title="death rate by light group",
     )
-    ax.legend(fontsize="small")
+    # Beside the axes: inside, it would hide a point wherever it went.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
 def _draw_km(fig: Any, d: Mapping[str, Any]) -> None:
