@@ -9,6 +9,7 @@ A page asks for a generated block with a marker on a line of its own:
     <!-- gen: metrics -->                   the model's figures (metrics.json)
     <!-- gen: targets -->                   held-out figures against the brief's targets
     <!-- gen: model-card -->                the pipeline's model card (reports/model_card.md)
+    <!-- gen: explore -->                   the study report (reports/explore/explore.json)
     <!-- gen: bench SECTION -->             benchmark tables (bench/results.json)
     <!-- gen: reference treesurv.LAYER -->  one mkdocstrings block per module of a package
     <!-- gen: layout -->                    each layer's modules and what they hold
@@ -444,6 +445,46 @@ def gen_model_card(_: str) -> str:
     return "\n".join(("#" + line) if line.startswith("#") else line for line in lines)
 
 
+# The study report's folder; its figures are added to the site beside the page.
+EXPLORE = ROOT / "reports" / "explore"
+
+
+def gen_explore(_: str) -> str:
+    """The study report as Markdown: each section's figure, sentence, note and table,
+    from the JSON the pipeline's `explore` stage wrote (figures: `on_files`)."""
+    report = _load_json("reports/explore/explore.json")
+    parts = []
+    for s in report["sections"]:
+        if not (EXPLORE / s["figure"]).is_file():
+            raise GenerationError(f"reports/explore/{s['figure']}: missing")
+        table = s["table"]
+        rows = [[_report_cell(v) for v in row] for row in table["rows"]]
+        parts += [
+            f"## {s['title']}",
+            f"![{s['title']}]({s['figure']})",
+            f"**{s['sentence']}**",
+            *([s["note"]] if s.get("note") else []),
+            _table([str(c) for c in table["columns"]], rows),
+        ]
+    return "\n\n".join(parts)
+
+
+def _report_cell(value: Any) -> str:
+    """A report table's cell as its page shows it (four significant digits)."""
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return _num(value)
+
+
+def on_files(files: Any, config: Any, **_: Any) -> Any:
+    """The study report's figures, at the site's root beside the page that shows them."""
+    from mkdocs.structure.files import File
+
+    for path in sorted(EXPLORE.glob("explore-*.png")):
+        files.append(File.generated(config, path.name, abs_src_path=str(path)))
+    return files
+
+
 # --- benchmarks ------------------------------------------------------------------------
 
 
@@ -845,6 +886,7 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "targets": gen_targets,
     "metrics": gen_metrics,
     "model-card": gen_model_card,
+    "explore": gen_explore,
     "bench": gen_bench,
     "reference": gen_reference,
     "layout": gen_layout,

@@ -69,6 +69,10 @@ def test_dvc_metrics_and_plots_show(trained_copy: Path) -> None:
         "workspace_plots_roc.png",
         "workspace_plots_calibration.png",
         "workspace_plots_confusion.png",
+        # The study report's series (explore stage): importances, light, survival curves.
+        "ROC AUC lost",
+        "share that died",
+        "Kaplan-Meier survival by soil inoculum",
     ):
         assert marker in html, marker
 
@@ -88,7 +92,16 @@ def test_exp_run_with_a_changed_param(trained_copy: Path) -> None:
 
 
 # The stages that read the schema and the shared I/O (every one of them).
-STAGES = {"validate", "prepare", "train", "train_planning", "train_survival", "evaluate", "package"}
+STAGES = {
+    "validate",
+    "prepare",
+    "train",
+    "train_planning",
+    "train_survival",
+    "evaluate",
+    "explore",
+    "package",
+}
 
 
 def stale_stages(project: Path) -> set[str]:

@@ -89,6 +89,7 @@ def test_serving_never_imports_scikit_learn(bundle_dir: Path) -> None:
         "with TestClient(app) as c:\n"
         "    r = c.post('/v1/predictions', json={'instances': [schema.EXAMPLE]})\n"
         "    assert r.status_code == 200, r.text\n"
+        "    assert c.get('/explore').status_code == 200\n"  # the study report, from the bundle
         # (SciPy is absent from the image; here Numba imports it when it is installed.)
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'skops', 'sksurv')\n"
         "             or m.startswith(('treesurv.training', 'treesurv.lifecycle')))\n"

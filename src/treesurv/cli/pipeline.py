@@ -75,6 +75,20 @@ def evaluate(params_path: ParamsOpt = PARAMS_FILE) -> None:
             )
 
 
+def explore(params_path: ParamsOpt = PARAMS_FILE) -> None:
+    """The study report: counts, traits, light, survival curves, what the model uses."""
+    from treesurv.inference.bundle import EXPLORE_HTML
+    from treesurv.training.exploration import stage_explore
+
+    params = load(params_path)
+    report = stage_explore(params)
+    log.info(
+        "study report (%d sections) written to %s",
+        len(report["sections"]),
+        params.paths.explore / EXPLORE_HTML,
+    )
+
+
 def package(
     params_path: ParamsOpt = PARAMS_FILE,
     version: Annotated[str | None, typer.Option(help="Model version (semver).")] = None,
@@ -94,5 +108,6 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("train", train),
     ("train-survival", train_survival),
     ("evaluate", evaluate),
+    ("explore", explore),
     ("package", package),
 ]

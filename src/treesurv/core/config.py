@@ -46,6 +46,8 @@ class Paths:
     planning_survival_model: Path = Path("models/planning_survival.skops")
     survival_report: Path = Path("models/survival_report.json")
     survival_oof: Path = Path("models/survival_oof.parquet")
+    explore: Path = Path("reports/explore")
+    explore_plots: Path = Path("plots/explore")
 
     def classifier_outputs(self, variant: str) -> tuple[Path, Path, Path]:
         """Fitted pipeline, training report and out-of-fold predictions of a variant."""
@@ -153,6 +155,13 @@ class EvaluateParams(_Section):
     calibration_bins: int = Field(10, ge=2)
 
 
+class ExploreParams(_Section):
+    """The study report (`treesurv explore`); its random steps use the top-level seed."""
+
+    light_bins: int = Field(5, ge=2)  # equal-sized light groups of the death-rate plot
+    importance_repeats: int = Field(10, ge=1)  # shuffles per input (permutation importance)
+
+
 class PackageParams(_Section):
     name: str = MODEL_NAME
     version: str = "1.0.0"
@@ -197,6 +206,7 @@ class Params(_Section):
     planning: PlanningParams = Field(default_factory=PlanningParams)
     survival: SurvivalParams = Field(default_factory=SurvivalParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    explore: ExploreParams = Field(default_factory=ExploreParams)
     package: PackageParams = Field(default_factory=PackageParams)
     retrain: RetrainParams = Field(default_factory=RetrainParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)

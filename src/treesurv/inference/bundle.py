@@ -54,6 +54,14 @@ SUBMODEL_STEMS = {
 }
 
 
+# The study report (the pipeline's `explore` stage), when the bundle has one: its
+# page, its numbers and its figures, under their own flat names, listed in the
+# manifest's `explore` entry. Bundles without it stay valid.
+EXPLORE_PREFIX = "explore"
+EXPLORE_HTML = "explore.html"
+EXPLORE_JSON = "explore.json"
+
+
 class BundleError(ModelError):
     """The bundle is missing, incomplete or does not match its manifest."""
 
@@ -117,6 +125,15 @@ class Bundle:
     def card(self) -> str:
         return self.files["model_card.md"].decode()
 
+    def explore_file(self, name: str) -> bytes | None:
+        """A file of the study report (page, JSON or figure); None when the bundle has
+        no report (bundles made before it existed) or no such file."""
+        entry = self.manifest.get("explore")
+        if not isinstance(entry, dict):
+            return None
+        listed = {entry.get("html"), entry.get("json"), *(entry.get("figures") or ())}
+        return self.files.get(name) if name in listed else None
+
     def json_file(self, name: str) -> Any:
         return json.loads(self.files[name])
 
@@ -168,6 +185,15 @@ class Bundle:
 
     def load(self, variant: str, kind: str) -> Any:
         return self.classifier(variant) if kind == "classifier" else self.survival(variant)
+
+
+def explore_entry(files: Mapping[str, bytes]) -> dict[str, Any]:
+    """The manifest entry of the study report: its page, its JSON and its figures."""
+    return {
+        "html": EXPLORE_HTML,
+        "json": EXPLORE_JSON,
+        "figures": sorted(f for f in files if f.endswith(".png")),
+    }
 
 
 def submodel_entry(variant: str, kind: str, **extra: Any) -> dict[str, Any]:

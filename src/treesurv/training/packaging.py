@@ -35,6 +35,20 @@ def _bundle_profile(params: Params) -> bytes:
     return (json.dumps(profile, indent=2) + "\n").encode()
 
 
+def _explore_files(paths: Paths) -> dict[str, bytes]:
+    """The study report's files (page, JSON, figures) as the bundle holds them: by
+    their own flat names. None when the report was not written (the bundle then has
+    no report, and the service answers /explore with 404)."""
+    page = paths.explore / bundle_mod.EXPLORE_HTML
+    if not page.is_file():
+        return {}
+    return {
+        f.name: f.read_bytes()
+        for f in sorted(paths.explore.iterdir())
+        if f.is_file() and f.name.startswith(bundle_mod.EXPLORE_PREFIX)
+    }
+
+
 def _compile_checked(
     paths: Paths, variant: str, kind: str, rows: pd.DataFrame, days: np.ndarray
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -94,6 +108,8 @@ def stage_package(params: Params, version: str | None = None) -> dict[str, Any]:
             submodels[variant][kind] = submodel_entry(variant, kind, **info)
     files["model_card.md"] = paths.card.read_bytes()
     files["reference_profile.json"] = _bundle_profile(params)
+    explore = _explore_files(paths)
+    files.update(explore)
 
     metrics = json.loads(paths.metrics.read_text())
     raw_md5 = file_md5(paths.raw) if paths.raw.exists() else None
@@ -117,6 +133,7 @@ def stage_package(params: Params, version: str | None = None) -> dict[str, Any]:
                 "max_days": float(train_days.max()),
                 "default_days": [float(d) for d in params.survival.default_days],
             },
+            **({"explore": bundle_mod.explore_entry(explore)} if explore else {}),
         },
     )
     return manifest

@@ -14,6 +14,7 @@ from treesurv.serving.routes import (
     operations,
     original,
     predictions,
+    report,
     survival,
     upload,
     web,
@@ -30,5 +31,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     kserve_v1.router,  # KServe V1: /v1/models/{name}, /v1/models/{name}:predict
     mlflow.router,  # MLflow scoring: /invocations, /ping, /health, /version
     upload.router,  # POST /ui/score: the web page's spreadsheet upload
+    report.router,  # the study report: /explore, /explore.json, /explore-*.png
     web.router,  # the web page at /
 )
