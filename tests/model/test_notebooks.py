@@ -38,7 +38,7 @@ def execute(source: Path, cwd: Path) -> nbformat.NotebookNode:
 
 
 def test_the_notebooks_are_found() -> None:
-    assert {p.stem for p in NOTEBOOKS} >= {"model_comparison"}
+    assert {p.stem for p in NOTEBOOKS} == {"model_comparison", "study_analysis"}
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
