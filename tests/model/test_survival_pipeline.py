@@ -88,8 +88,12 @@ def test_bundle_holds_four_verified_models(bundle_dir: Path, pipeline_project: P
         assert "site" not in sub[variant]["classifier"]
     assert bundle.manifest["survival"]["max_days"] == 115.5
     assert max(bundle.manifest["survival"]["default_days"]) <= 115.5
+    # The 14 files of the models and their card, and the study report's.
+    report = bundle.manifest["explore"]
+    report_files = {report["html"], report["json"], *report["figures"]}
+    assert report_files <= set(bundle.files)
     out = run(["treesurv", "model", "verify", str(bundle_dir)], pipeline_project).stdout
-    assert "14 files verified" in out
+    assert f"{14 + len(report_files)} files verified" in out
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
