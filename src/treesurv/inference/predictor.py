@@ -208,28 +208,8 @@ class Trees:
 
     @property
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        """What the NumPy walk reads, in its argument order."""
+        """What the kernels read, in their argument order."""
         return (self.feature, self.threshold, self.right, self.value, self.missing_left, self.roots)
-
-    @functools.cached_property
-    def _lanes(self) -> tuple[np.ndarray, ...]:
-        """What the Numba kernels read, in their argument order: the depth-first arrays
-        as their branch-free walk steps them (see `kernels`), and each tree's depth."""
-        leaf = self.feature < 0
-        feature = np.where(leaf, 0, self.feature).astype(self.feature.dtype)
-        step = (~leaf).astype(np.int8)
-        delta = np.where(leaf, 0, self.right.astype(np.int64) - 1)
-        missing_right = (~self.missing_left.astype(bool)).astype(np.int8)
-        return (
-            feature,
-            self.threshold,
-            step,
-            delta.astype(_narrow(delta)),
-            self.value,
-            missing_right,
-            self.roots,
-            tree_depths(self.right, leaf, self.roots),
-        )
 
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
@@ -239,7 +219,7 @@ class Trees:
         out = np.empty(X.shape[0])
         parallel = X.shape[0] >= PARALLEL_MIN_ROWS
         kernel: Any = kernels.sum_trees_parallel if parallel else kernels.sum_trees
-        kernel(X, *self._lanes, out)
+        kernel(X, *self._arrays, out)
         return out
 
     def sum_one(self, x: np.ndarray, x32: np.ndarray) -> float:
@@ -247,7 +227,7 @@ class Trees:
         row = x32 if self.float32 else x
         if not KERNELS.numba:
             return float(_sum_numpy(row.reshape(1, -1), *self._arrays)[0])
-        return float(numba_kernels().sum_one(row, *self._lanes))
+        return float(numba_kernels().sum_one(row, *self._arrays))
 
     def compile_kernels(self, width: int) -> None:
         """Compile the Numba kernels for these arrays' types (whichever walk is in use)."""
@@ -258,27 +238,8 @@ class Trees:
             (PARALLEL_MIN_ROWS, kernels.sum_trees_parallel),
         )
         for n, kernel in batch:
-            kernel(np.zeros((n, width), dtype), *self._lanes, np.empty(n))
-        kernels.sum_one(np.zeros(width, dtype), *self._lanes)
-
-
-def tree_depths(right: np.ndarray, leaf: np.ndarray, roots: np.ndarray) -> np.ndarray:
-    """The depth of each tree's deepest leaf (a lone leaf: 0), for depth-first arrays
-    (left child = node + 1, right child = node + right[node]): one level per pass."""
-    inner = np.flatnonzero(~leaf)
-    children = np.concatenate([inner + 1, inner + right[inner].astype(np.intp)])
-    parents = np.concatenate([inner, inner])
-    depth = np.zeros(len(leaf), dtype=np.int32)
-    tree = np.full(len(leaf), -1, dtype=np.intp)
-    tree[roots] = np.arange(len(roots))
-    for _ in range(len(leaf)):  # at most one pass per level
-        deeper, owner = depth[parents] + 1, tree[parents]
-        if np.array_equal(depth[children], deeper) and np.array_equal(tree[children], owner):
-            break
-        depth[children], tree[children] = deeper, owner
-    out = np.zeros(len(roots), dtype=np.int32)
-    np.maximum.at(out, tree, depth)
-    return out
+            kernel(np.zeros((n, width), dtype), *self._arrays, np.empty(n))
+        kernels.sum_one(np.zeros(width, dtype), *self._arrays)
 
 
 class Node:
