@@ -413,6 +413,18 @@ CLASSIFIERS = (
 
 API_KEY = "s3cret-admin-key"
 OIP_MODEL = "/v2/models/tree-survival"
+# The study report's sections, in the order the explore stage writes them.
+EXPLORE_SECTIONS = [
+    "design",
+    "missing",
+    *(f"trait-{t.lower()}" for t in schema.TRAITS),
+    "light",
+    "km-species",
+    "km-soil",
+    "km-sterile",
+    "correlations",
+    "importance",
+]
 
 
 def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:

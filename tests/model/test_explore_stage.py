@@ -9,29 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import EXPLORE_SECTIONS
 from treesurv.core import schema
 from treesurv.inference.bundle import read_bundle
 from treesurv.training import exploration as ex
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = [
-    "design",
-    "missing",
-    *(f"trait-{t.lower()}" for t in schema.TRAITS),
-    "light",
-    "km-species",
-    "km-soil",
-    "km-sterile",
-    "correlations",
-    "importance",
-]
-
 
 def test_report_has_every_section_with_its_figure_and_sentence(pipeline_project: Path) -> None:
     folder = pipeline_project / "reports" / "explore"
     report = json.loads((folder / "explore.json").read_text())
-    assert [s["id"] for s in report["sections"]] == SECTIONS
+    assert [s["id"] for s in report["sections"]] == EXPLORE_SECTIONS
     page = (folder / "explore.html").read_text()
     for s in report["sections"]:
         assert (folder / s["figure"]).read_bytes().startswith(b"\x89PNG"), s["id"]
@@ -76,4 +65,4 @@ def test_the_bundle_carries_the_report(pipeline_project: Path, bundle_dir: Path)
     folder = pipeline_project / "reports" / "explore"
     for name in (entry["html"], entry["json"], *entry["figures"]):
         assert bundle.explore_file(name) == (folder / name).read_bytes(), name
-    assert len(entry["figures"]) == len(SECTIONS)
+    assert len(entry["figures"]) == len(EXPLORE_SECTIONS)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from tests.helpers import EXPLORE_SECTIONS
 from treesurv.core import schema
 from treesurv.training import exploration as ex
 
@@ -228,17 +229,7 @@ def test_report_is_deterministic_and_its_page_shows_every_sentence(
     again = ex.build_report(raw, model_study, traits_test, RiskFromTraits(), seed=1, repeats=2)
     assert json.dumps(report) == json.dumps(again)
     ids = [s["id"] for s in report["sections"]]
-    assert ids == [
-        "design",
-        "missing",
-        *(f"trait-{t.lower()}" for t in schema.TRAITS),
-        "light",
-        "km-species",
-        "km-soil",
-        "km-sterile",
-        "correlations",
-        "importance",
-    ]
+    assert ids == EXPLORE_SECTIONS
     page = ex.render_html(report)
     for s in report["sections"]:
         assert re.search(r"\d", s["sentence"]), s["id"]  # every sentence carries numbers
