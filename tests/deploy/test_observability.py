@@ -90,6 +90,7 @@ def test_prometheus_config_and_rules_pass_promtool() -> None:
     assert "SUCCESS: 9 rules found" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # promtool evaluates the rules over series: seconds
 def test_alert_rules_fire_on_their_series(tmp_path: Path) -> None:
     proc = tool(promtool(), "test", "rules", str(PROMETHEUS / "alerts.test.yml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -101,6 +102,7 @@ def test_alert_rules_fire_on_their_series(tmp_path: Path) -> None:
     assert fired == {r["alert"] for r in alert_rules()}
 
 
+@pytest.mark.slow  # promtool evaluates the rules over series: seconds
 def test_promtool_would_catch_a_wrong_expectation(tmp_path: Path) -> None:
     shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
     broken = (PROMETHEUS / "alerts.test.yml").read_text().replace("error rate 5%", "error rate 7%")

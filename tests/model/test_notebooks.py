@@ -11,12 +11,9 @@ test-output/notebooks/ with their outputs and plots.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import jupytext
-import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
@@ -25,7 +22,11 @@ OUTPUT = ROOT / "test-output" / "notebooks"
 pytestmark = pytest.mark.slow
 
 
-def execute(source: Path, cwd: Path) -> nbformat.NotebookNode:
+def execute(source: Path, cwd: Path) -> Any:
+    # Imported here: collecting the tests (in every run, test-fast too) skips them.
+    import jupytext
+    from nbclient import NotebookClient
+
     notebook = jupytext.read(source)
     client = NotebookClient(
         notebook,
@@ -43,6 +44,8 @@ def test_the_notebooks_are_found() -> None:
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_the_trained_project(source: Path, pipeline_project: Path) -> None:
+    import nbformat
+
     notebook = execute(source, pipeline_project)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, OUTPUT / f"{source.stem}.ipynb")
@@ -59,6 +62,8 @@ def test_a_failing_cell_fails_the_run(tmp_path: Path) -> None:
     # The harness itself: an error in any cell must surface, not pass silently.
     broken = tmp_path / "broken.py"
     broken.write_text("# %%\nx = 1\n\n# %%\nassert x == 2, 'the second cell fails'\n")
+    from nbclient.exceptions import CellExecutionError
+
     with pytest.raises(CellExecutionError, match="the second cell fails"):
         execute(broken, tmp_path)
 

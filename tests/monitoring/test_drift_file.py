@@ -146,6 +146,7 @@ def test_csv_parquet_and_json_lines_give_the_same_report(
     assert probabilities == pytest.approx([probabilities[0]] * 3, abs=1e-9)
 
 
+@pytest.mark.slow  # the command, run several times: seconds
 def test_exit_codes_and_the_graded_verdict(
     tmp_path: Path, bundle: Path, current: pd.DataFrame
 ) -> None:
