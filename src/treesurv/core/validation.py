@@ -207,12 +207,18 @@ def _failures(frame: pd.DataFrame, pandera_schema: Any) -> pd.DataFrame:
     return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
 
 
-def _fmt(value: Any) -> str:
+def cell_text(value: Any, empty: str = "") -> str:
+    """A cell as a person wrote it: a whole float without ".0", a missing value as
+    `empty`. Reports name bad values so; XLSX cells are read as text so."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "(empty)"
+        return empty
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _fmt(value: Any) -> str:
+    return cell_text(value, "(empty)")
 
 
 def coerce(frame: pd.DataFrame, options: ValidationOptions = SCORING) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from treesurv.core.validation import (
     RowIssue,
     ValidationReport,
     all_valid,
+    cell_text,
     validate,
 )
 from treesurv.inference.bundle import Bundle
@@ -191,7 +192,7 @@ def read_xlsx_text(path: Path) -> pd.DataFrame:
     try:
         book = load_workbook(path, read_only=True, data_only=True, keep_links=False)
         try:
-            rows = [[_cell_text(v) for v in row] for row in book.worksheets[0].values]
+            rows = [[cell_text(v) for v in row] for row in book.worksheets[0].values]
         finally:
             book.close()
     except Exception as exc:  # openpyxl raises many types for a damaged workbook
@@ -223,14 +224,6 @@ def _header(cells: list[str]) -> list[str]:
     return names
 
 
-def _cell_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _write_xlsx(frames: list[pd.DataFrame], path: Path) -> None:
     """One sheet, header first, by openpyxl's streaming writer (several times faster
     than DataFrame.to_excel, which styles every cell)."""
@@ -247,7 +240,7 @@ def _write_xlsx(frames: list[pd.DataFrame], path: Path) -> None:
 
 
 def _excel_value(value: Any) -> Any:
-    """A text cell that is exactly how a number reads in the input (`_cell_text`) goes
+    """A text cell that is exactly how a number reads in the input (`cell_text`) goes
     back into a workbook as that number; any other text ("007", "1e3") stays text; a
     missing value is an empty cell."""
     if value is None or value is pd.NA:
@@ -264,7 +257,7 @@ def _excel_value(value: Any) -> Any:
         number = float(value)
     except ValueError:
         return value
-    if not np.isfinite(number) or _cell_text(number) != value:
+    if not np.isfinite(number) or cell_text(number) != value:
         return value
     return int(number) if number.is_integer() else number
 

@@ -99,27 +99,23 @@ class BodyLimit:
                 await self._refuse(send, None, max_bytes, file_limit is not None)
 
     async def _refuse(self, send: Send, length: int | None, limit: int, is_file: bool) -> None:
+        # A file's sizes are also given in MiB (people size files so); an API body's
+        # in bytes, with the advice that fits each.
         if is_file:
-            size = f"{length} bytes ({mebibytes(length)})" if length is not None else "larger"
-            error = {
-                "field": "file",
-                "value": length,
-                "allowed": f"at most {limit} bytes ({mebibytes(limit)})",
-                "msg": f"file too large: {size}; the limit is {limit} bytes "
-                f"({mebibytes(limit)}): split the file",
-                "type": "file_too_large",
-                "loc": ["body"],
-            }
-            await send_json(send, 413, {"detail": [error]}, [(b"connection", b"close")])
-            return
-        got = f"{length} bytes" if length is not None else "more"
+            field, what, advice = "file", "file too large", ": split the file"
+            got = f"{length} bytes ({mebibytes(length)})" if length is not None else "larger"
+            bound = f"{limit} bytes ({mebibytes(limit)})"
+        else:
+            field, what = "body", "request body too large"
+            advice = " (send fewer instances per request)"
+            got = f"{length} bytes" if length is not None else "more"
+            bound = f"{limit} bytes"
         error = {
-            "field": "body",
+            "field": field,
             "value": length,
-            "allowed": f"at most {limit} bytes",
-            "msg": f"request body too large: {got}; the limit is "
-            f"{limit} bytes (send fewer instances per request)",
-            "type": "body_too_large",
+            "allowed": f"at most {bound}",
+            "msg": f"{what}: {got}; the limit is {bound}{advice}",
+            "type": f"{field}_too_large",
             "loc": ["body"],
         }
         await send_json(send, 413, {"detail": [error]}, [(b"connection", b"close")])
