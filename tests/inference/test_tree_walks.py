@@ -33,7 +33,7 @@ def _with_missing_and_ties(X: np.ndarray, model: Any, seed: int) -> np.ndarray:
     X = X.copy()
     X[rng.random(X.shape) < 0.1] = np.nan
     for trees in trees_of(model):
-        inner = np.flatnonzero(trees.feature >= 0)
+        inner = np.flatnonzero(~trees.leaves)
         for i, node in enumerate(rng.choice(inner, size=min(len(X), 200))):
             X[i, trees.feature[node]] = trees.threshold[node]
     return X

@@ -5,68 +5,134 @@ A module of its own so that importing the predictor does not import Numba (about
 this module in the background, where its kernels compile; the CLI imports it on
 its first batch. `cache=True` lets batch scoring reuse compiled code across runs;
 the service turns that disk cache off before compiling (`kernel_cache`).
+
+The walks have no data-dependent branch. A walk down a tree takes the tree's depth
+in steps (a leaf is its own left and right child, so a walk that reached one stays
+there), each step choosing the child with arithmetic instead of an `if`, and four
+walks are interleaved (four rows, or four trees for one row). Which way a row goes
+is as good as random to the CPU's branch predictor, so a walk with branches spends
+most of its time undoing mispredictions; four independent branch-free walks keep
+the CPU busy instead: about 4x the rows per second of a branching walk on the study's
+forest, the same sums bit for bit.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 BLOCK_ROWS = 1024  # rows per parallel block: one small tree stays in L1 across a block
 
 
 @njit(cache=True, nogil=True)
-def walk(x, feature, threshold, right, missing_left, node):
-    # Nodes are in depth-first order (see Trees.depth_first): the left child of
-    # `node` is `node + 1`, the next bytes in memory, the right one is
-    # `node + right[node]`; a leaf has feature -1.
-    f = feature[node]
-    while f >= 0:
-        v = x[f]
-        if v != v:
-            node = node + 1 if missing_left[node] else node + right[node]
-        elif v <= threshold[node]:
-            node += 1
-        else:
-            node = node + right[node]
-        f = feature[node]
+def walk(x, base, feature, threshold, left, right, missing_left, node, depth):
+    # One branch-free walk from `node`, `depth` steps, reading the row that starts at
+    # `x[base]`. Unsigned indices: no negative-index wrap-around code on the path.
+    for _ in range(depth):
+        v = x[base + np.uint64(feature[node])]
+        go_left = np.uint32((v <= threshold[node]) | ((v != v) & missing_left[node]))
+        node = right[node] + go_left * (left[node] - right[node])
     return node
 
 
 @njit(cache=True, nogil=True)
-def _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi):
+def _sum_block(X, feature, threshold, left, right, value, missing_left, roots, depth, out, lo, hi):
     # Tree by tree over a block of rows, so one small tree stays in L1 while it sees
     # every row of the block (row by row, a forest's nodes do not fit in cache: 2-3x
     # slower). Each row still adds its trees in order, starting from 0.0.
+    width = X.shape[1]
+    x = X.ravel()
     for i in range(lo, hi):
         out[i] = 0.0
     for t in range(roots.shape[0]):
-        root = roots[t]
-        for i in range(lo, hi):
-            out[i] += value[walk(X[i], feature, threshold, right, missing_left, root)]
+        root, d = roots[t], depth[t]
+        i = lo
+        while i + 4 <= hi:
+            # Four rows' walks written out side by side: independent chains of loads
+            # the CPU overlaps (a loop over an array of four would go through memory).
+            n0 = n1 = n2 = n3 = root
+            b0 = np.uint64(i * width)
+            b1 = b0 + np.uint64(width)
+            b2 = b1 + np.uint64(width)
+            b3 = b2 + np.uint64(width)
+            for _ in range(d):
+                v0 = x[b0 + np.uint64(feature[n0])]
+                v1 = x[b1 + np.uint64(feature[n1])]
+                v2 = x[b2 + np.uint64(feature[n2])]
+                v3 = x[b3 + np.uint64(feature[n3])]
+                g0 = np.uint32((v0 <= threshold[n0]) | ((v0 != v0) & missing_left[n0]))
+                g1 = np.uint32((v1 <= threshold[n1]) | ((v1 != v1) & missing_left[n1]))
+                g2 = np.uint32((v2 <= threshold[n2]) | ((v2 != v2) & missing_left[n2]))
+                g3 = np.uint32((v3 <= threshold[n3]) | ((v3 != v3) & missing_left[n3]))
+                n0 = right[n0] + g0 * (left[n0] - right[n0])
+                n1 = right[n1] + g1 * (left[n1] - right[n1])
+                n2 = right[n2] + g2 * (left[n2] - right[n2])
+                n3 = right[n3] + g3 * (left[n3] - right[n3])
+            out[i] += value[n0]
+            out[i + 1] += value[n1]
+            out[i + 2] += value[n2]
+            out[i + 3] += value[n3]
+            i += 4
+        while i < hi:
+            node = walk(
+                x, np.uint64(i * width), feature, threshold, left, right, missing_left, root, d
+            )
+            out[i] += value[node]
+            i += 1
 
 
 @njit(cache=True, nogil=True)
-def sum_trees(X, feature, threshold, right, value, missing_left, roots, out):
+def sum_trees(X, feature, threshold, left, right, value, missing_left, roots, depth, out):
     n = X.shape[0]
     for lo in range(0, n, BLOCK_ROWS):
         hi = min(n, lo + BLOCK_ROWS)
-        _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi)
+        _sum_block(
+            X, feature, threshold, left, right, value, missing_left, roots, depth, out, lo, hi
+        )
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def sum_trees_parallel(X, feature, threshold, right, value, missing_left, roots, out):
+def sum_trees_parallel(X, feature, threshold, left, right, value, missing_left, roots, depth, out):
     # The blocks of `sum_trees` in parallel threads: the same sums, bit for bit.
     n = X.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         lo = b * BLOCK_ROWS
         hi = min(n, lo + BLOCK_ROWS)
-        _sum_block(X, feature, threshold, right, value, missing_left, roots, out, lo, hi)
+        _sum_block(
+            X, feature, threshold, left, right, value, missing_left, roots, depth, out, lo, hi
+        )
 
 
 @njit(cache=True, nogil=True)
-def sum_one(x, feature, threshold, right, value, missing_left, roots):
-    # One row, no output array: the API's single-instance path.
+def sum_one(x, feature, threshold, left, right, value, missing_left, roots, depth):
+    # One row, no output array: the API's single-instance path. Four trees' walks
+    # side by side; their leaf values are still added in tree order.
     acc = 0.0
-    for t in range(roots.shape[0]):
-        acc += value[walk(x, feature, threshold, right, missing_left, roots[t])]
+    n_trees = roots.shape[0]
+    t = 0
+    while t + 4 <= n_trees:
+        n0, n1, n2, n3 = roots[t], roots[t + 1], roots[t + 2], roots[t + 3]
+        for _ in range(max(max(depth[t], depth[t + 1]), max(depth[t + 2], depth[t + 3]))):
+            v0 = x[feature[n0]]
+            v1 = x[feature[n1]]
+            v2 = x[feature[n2]]
+            v3 = x[feature[n3]]
+            g0 = np.uint32((v0 <= threshold[n0]) | ((v0 != v0) & missing_left[n0]))
+            g1 = np.uint32((v1 <= threshold[n1]) | ((v1 != v1) & missing_left[n1]))
+            g2 = np.uint32((v2 <= threshold[n2]) | ((v2 != v2) & missing_left[n2]))
+            g3 = np.uint32((v3 <= threshold[n3]) | ((v3 != v3) & missing_left[n3]))
+            n0 = right[n0] + g0 * (left[n0] - right[n0])
+            n1 = right[n1] + g1 * (left[n1] - right[n1])
+            n2 = right[n2] + g2 * (left[n2] - right[n2])
+            n3 = right[n3] + g3 * (left[n3] - right[n3])
+        acc += value[n0]
+        acc += value[n1]
+        acc += value[n2]
+        acc += value[n3]
+        t += 4
+    while t < n_trees:
+        acc += value[
+            walk(x, np.uint64(0), feature, threshold, left, right, missing_left, roots[t], depth[t])
+        ]
+        t += 1
     return acc

@@ -38,6 +38,7 @@ PARALLEL_MIN_ROWS = 2048
 # float32 inputs) halve the bytes a walk touches; single rows run cache-cold in a
 # busy server, where that matters more than the arithmetic.
 INDEX = np.int32
+KERNEL_INDEX = np.uint32
 INDEX_MIN, INDEX_MAX = -(2**31), 2**31 - 1
 TREE_FIELDS = ("feature", "threshold", "left", "right", "value", "missing_left", "roots")
 
@@ -75,7 +76,7 @@ def numba_kernels() -> ModuleType:
 NUMPY_WALK_CELLS = 1 << 20  # rows x trees walked at once: bounds the walk's index arrays
 
 
-def _sum_numpy(X, feature, threshold, right, value, missing_left, roots):
+def _sum_numpy(X, feature, threshold, left, right, value, missing_left, roots, depth):
     # Every (row, tree) pair walks down one level per step, all trees at once, so a
     # forest of 300 trees costs about its depth in NumPy calls rather than 300 times
     # that. The leaf values are then added in tree order (`np.add.accumulate` is a
@@ -89,16 +90,14 @@ def _sum_numpy(X, feature, threshold, right, value, missing_left, roots):
         hi = min(n, lo + step)
         rows = np.repeat(np.arange(lo, hi), n_trees)
         node = np.tile(roots.astype(np.int64), hi - lo)
-        split = feature[node].astype(np.int64)
-        todo = np.flatnonzero(split >= 0)
+        todo = np.flatnonzero(left[node] != node)
         while todo.size:
             at = node[todo]
-            v = X[rows[todo], split[todo]]
-            left = np.where(v != v, missing_left[at].astype(bool), v <= threshold[at])
-            at = np.where(left, at + 1, at + right[at])
+            v = X[rows[todo], feature[at]]
+            go_left = np.where(v != v, missing_left[at], v <= threshold[at])
+            at = np.where(go_left, left[at], right[at]).astype(np.int64)
             node[todo] = at
-            split[todo] = feature[at]
-            todo = todo[split[todo] >= 0]
+            todo = todo[left[at] != at]
         leaves = value[node].astype(np.float64).reshape(hi - lo, n_trees)
         out[lo:hi] = np.add.accumulate(leaves, axis=1)[:, -1]
     return out
@@ -126,7 +125,8 @@ def _expit(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Trees:
-    """A tree ensemble as flat arrays; leaves have left == right == -1."""
+    """A tree ensemble as flat arrays: as stored, leaves have left == right == -1;
+    laid out for the walks (`depth_first`), a leaf is its own child."""
 
     feature: np.ndarray
     threshold: np.ndarray
@@ -136,6 +136,7 @@ class Trees:
     missing_left: np.ndarray
     roots: np.ndarray
     float32: bool
+    depth: np.ndarray | None = None  # steps of each tree's walk, once laid out
 
     def check(self, n_features: int, name: str) -> None:
         n = len(self.feature)
@@ -156,10 +157,9 @@ class Trees:
             raise PredictorError(f"{name}: tree nodes are not in topological order")
 
     def depth_first(self) -> Trees:
-        """The same trees laid out for the kernels: nodes in depth-first order, so
-        that a left child sits right after its parent (scikit-learn's own trees
-        already are), feature -1 on leaves, and `right` the offset from a node to
-        its right child. Call after `check`."""
+        """The same trees laid out for the walks: nodes in depth-first order, so that
+        a left child sits right after its parent (scikit-learn's own trees already
+        are), leaves their own children, and each tree's depth. Call after `check`."""
         n = len(self.feature)
         inner = self.left != -1
         parents = np.flatnonzero(inner)
@@ -191,25 +191,47 @@ class Trees:
             feature, threshold = self.feature[order], self.threshold[order]
             value, missing_left = self.value[order], self.missing_left[order]
             roots = position[self.roots].astype(INDEX)
-        # The narrowest types that hold them: fewer bytes per node, more of the
-        # forest in cache (a busy server walks single rows cache-cold).
+        # The kernels' form: a leaf is its own left and right child (a walk that
+        # reached it stays there) with feature 0, and every tree has its depth, the
+        # number of steps of a branch-free walk. Unsigned indices, and the narrowest
+        # feature type: fewer bytes per node, more of the forest in cache.
+        n = len(left)
         leaf = left == -1
-        offset = np.where(leaf, 0, right.astype(np.int64) - np.arange(len(right)))
+        here = np.arange(n, dtype=np.int64)
+        left = np.where(leaf, here, left)
+        right = np.where(leaf, here, right)
         return Trees(
-            feature=np.where(leaf, -1, feature).astype(_narrow(feature)),
+            feature=np.where(leaf, 0, feature).astype(_narrow_unsigned(feature)),
             threshold=np.ascontiguousarray(threshold),
-            left=np.ascontiguousarray(left, dtype=INDEX),
-            right=offset.astype(_narrow(offset)),
+            left=left.astype(KERNEL_INDEX),
+            right=right.astype(KERNEL_INDEX),
             value=np.ascontiguousarray(value),
             missing_left=np.ascontiguousarray(missing_left),
-            roots=np.ascontiguousarray(roots, dtype=INDEX),
+            roots=np.ascontiguousarray(roots, dtype=KERNEL_INDEX),
             float32=self.float32,
+            depth=_tree_depths(left, right, roots),
         )
+
+    @property
+    def leaves(self) -> np.ndarray:
+        """Which nodes are leaves, in the kernels' form (`depth_first`)."""
+        return self.left == np.arange(len(self.left))
 
     @property
     def _arrays(self) -> tuple[np.ndarray, ...]:
         """What the kernels read, in their argument order."""
-        return (self.feature, self.threshold, self.right, self.value, self.missing_left, self.roots)
+        if self.depth is None:
+            raise PredictorError("trees must be laid out (depth_first) before a walk")
+        return (
+            self.feature,
+            self.threshold,
+            self.left,
+            self.right,
+            self.value,
+            self.missing_left,
+            self.roots,
+            self.depth,
+        )
 
     def sum(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32 if self.float32 else np.float64)
@@ -399,12 +421,31 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
     )
 
 
-def _narrow(values: np.ndarray) -> type[np.signedinteger[Any]]:
-    top = int(np.max(np.abs(values), initial=0))
-    for kind in (np.int8, np.int16):
-        if top < np.iinfo(kind).max:
+def _narrow_unsigned(values: np.ndarray) -> type[np.unsignedinteger[Any]]:
+    top = int(np.max(values, initial=0))
+    for kind in (np.uint8, np.uint16):
+        if top <= np.iinfo(kind).max:
             return kind
-    return INDEX
+    return KERNEL_INDEX
+
+
+def _tree_depths(left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Each tree's depth (steps from its root to its deepest leaf), for trees whose
+    leaves are their own children: all trees walked down together, a level at a time."""
+    depth = np.zeros(len(roots), dtype=np.int64)
+    frontier, owner = roots.astype(np.int64), np.arange(len(roots))
+    seen, level = 0, 0
+    while frontier.size:
+        seen += frontier.size
+        if seen > len(left):  # more visits than nodes: some node has two parents
+            raise PredictorError("a tree node has two parents")
+        inner = left[frontier] != frontier
+        frontier, owner = frontier[inner], owner[inner]
+        level += 1
+        depth[owner] = level
+        frontier = np.concatenate([left[frontier], right[frontier]]).astype(np.int64)
+        owner = np.concatenate([owner, owner])
+    return depth.astype(np.int32)
 
 
 def _float32_thresholds(threshold: np.ndarray) -> np.ndarray:
