@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tests.helpers import instances
 from treesurv.core import schema
-from treesurv.core.encoding import RowEncoder, encode, fit_encoder
+from treesurv.core.encoding import Coded, RowEncoder, encode, fit_encoder
 from treesurv.core.instances import ColumnRows, full_model_columns
 from treesurv.serving.schemas import PredictionInstance
 
@@ -106,6 +106,8 @@ def _agrees(rows: list[Any]) -> None:
             assert all(v is None for v in expected)
             continue
         got = columns[name]
+        if isinstance(got, Coded):  # categories as their codes: back to the categories
+            got = [schema.FEATURES_BY_NAME[name].categories[c] for c in got.codes]
         for a, b in zip(got, expected, strict=True):
             assert (b is None and math.isnan(a)) or (a == b and type(b)(a) == b), (name, a, b)
 

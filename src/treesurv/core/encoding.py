@@ -28,8 +28,21 @@ from treesurv.core import schema
 if TYPE_CHECKING:
     import pandas as pd
 
+
+@dataclass(frozen=True)
+class Coded:
+    """A categorical column given as its categories' codes (their index in the schema's
+    order), as the API's column check already holds them: `encode` takes them as
+    they are instead of looking every value up again."""
+
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
 # Column-oriented input: a DataFrame or a mapping of column name to values.
-Columns: TypeAlias = "Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame"
+Columns: TypeAlias = "Mapping[str, Sequence[Any] | np.ndarray | Coded] | pd.DataFrame"
 
 EMF_FILL = -1.0
 
@@ -116,7 +129,9 @@ _SOIL_INDEX = {c: i for i, c in enumerate(schema.SOIL_SOURCES)}
 N_CELLS = len(schema.SPECIES) * len(schema.SOIL_SOURCES)
 
 
-def _codes(values: Sequence[Any] | np.ndarray, feature: str) -> np.ndarray:
+def _codes(values: Sequence[Any] | np.ndarray | Coded, feature: str) -> np.ndarray:
+    if isinstance(values, Coded):
+        return values.codes
     index = {c: i for i, c in enumerate(schema.FEATURES_BY_NAME[feature].categories)}
     try:
         return np.fromiter((index[v] for v in values), dtype=np.intp, count=len(values))
@@ -127,7 +142,9 @@ def _codes(values: Sequence[Any] | np.ndarray, feature: str) -> np.ndarray:
         ) from None
 
 
-def cell_index(species: Sequence[Any] | np.ndarray, soil: Sequence[Any] | np.ndarray) -> np.ndarray:
+def cell_index(
+    species: Sequence[Any] | np.ndarray | Coded, soil: Sequence[Any] | np.ndarray | Coded
+) -> np.ndarray:
     return _codes(species, "Species") * len(schema.SOIL_SOURCES) + _codes(soil, "Soil")
 
 
@@ -151,7 +168,7 @@ def fit_encoder(
     slope = np.zeros((N_CELLS, len(traits)))
     std = np.ones((N_CELLS, len(traits)))
     if cell_z and traits:
-        cells = cell_index(_values(columns["Species"]), _values(columns["Soil"]))
+        cells = cell_index(_categories(columns["Species"]), _categories(columns["Soil"]))
         light = _floats(columns["Light_ISF"])
         for j, trait in enumerate(traits):
             x = _floats(columns[trait])
@@ -200,7 +217,7 @@ def encode(params: EncoderParams, columns: Columns) -> np.ndarray:
     for name in params.categorical:
         k = len(schema.FEATURES_BY_NAME[name].categories)
         onehot = np.zeros((n, k))
-        onehot[np.arange(n), _codes(_values(columns[name]), name)] = 1.0
+        onehot[np.arange(n), _codes(_categories(columns[name]), name)] = 1.0
         blocks.append(onehot)
     numeric = np.empty((n, len(params.numeric)))
     for j, name in enumerate(params.numeric):
@@ -214,7 +231,7 @@ def encode(params: EncoderParams, columns: Columns) -> np.ndarray:
     if emf_missing is not None:
         blocks.append(emf_missing[:, None].astype(float))
     if params.uses_cells:
-        cells = cell_index(_values(columns["Species"]), _values(columns["Soil"]))
+        cells = cell_index(_categories(columns["Species"]), _categories(columns["Soil"]))
         light = _floats(columns["Light_ISF"])
         z = np.empty((n, len(params.traits)))
         for j, trait in enumerate(params.traits):
@@ -250,6 +267,10 @@ def _plot_onehot(columns: Columns, n: int) -> np.ndarray:
         given = index >= 0
         onehot[np.flatnonzero(given), index[given]] = 1.0
     return onehot
+
+
+def _categories(column: Any) -> Sequence[Any] | Coded:
+    return column if isinstance(column, Coded) else _values(column)
 
 
 def _values(column: Any) -> Sequence[Any]:

@@ -14,16 +14,21 @@ instance. `checked_columns` is the same check on values already held as columns
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any, overload
 
 import numpy as np
 
 from treesurv.core import schema
+from treesurv.core.encoding import Coded
 
 ALLOWED = frozenset(schema.INPUT_NAMES)
 # The full model needs every feature but the nullable ones (EMF, absent for AMF species).
 REQUIRED = frozenset(f.name for f in schema.FEATURES if not f.nullable)
+REQUIRED_ORDER = tuple(f.name for f in schema.FEATURES if not f.nullable)
+_get_required = itemgetter(*REQUIRED_ORDER)
+OPTIONAL = tuple(n for n in schema.INPUT_NAMES if n not in REQUIRED)  # nullable, the plot
 NUMBER_TYPES = frozenset({int, float})
 
 
@@ -56,16 +61,15 @@ CONSPECIFIC_EXPECTED = np.array(
 )
 
 
-def _codes(values: list[Any], name: str) -> np.ndarray | None:
+def _codes(values: Sequence[Any], name: str) -> np.ndarray | None:
     """Category codes, or None if a value is not one of the feature's categories."""
-    table = CODES[name]
     try:
-        return np.fromiter((table[v] for v in values), dtype=np.int64, count=len(values))
+        return np.array(list(map(CODES[name].__getitem__, values)), dtype=np.int64)
     except (KeyError, TypeError):  # unknown (or unhashable) value
         return None
 
 
-def _numbers(values: list[Any], feature: schema.Feature) -> np.ndarray | None:
+def _numbers(values: Sequence[Any], feature: schema.Feature) -> np.ndarray | None:
     """The values as floats (None as NaN where the feature is nullable), or None if one
     is of the wrong type or out of range."""
     allowed = NUMBER_TYPES | {type(None)} if feature.nullable else NUMBER_TYPES
@@ -87,19 +91,35 @@ def _numbers(values: list[Any], feature: schema.Feature) -> np.ndarray | None:
 
 
 def full_model_columns(instances: Any) -> dict[str, Any] | None:
-    """The instances as columns (categories as lists of str, numbers as float arrays,
+    """The instances as columns (categories as their codes, numbers as float arrays,
     the plot too when given), or None unless all are valid full-model instances."""
     if not isinstance(instances, list) or not instances:
         return None
-    if not all(type(i) is dict and REQUIRED <= i.keys() <= ALLOWED for i in instances):
+    if set(map(type, instances)) != {dict}:
         return None
-    values = {f.name: [i.get(f.name) for i in instances] for f in schema.FEATURES}
-    if any(schema.SITE.name in i for i in instances):
+    # The required fields of every instance, transposed into columns, in C (itemgetter
+    # and zip): a KeyError is an instance without one of them.
+    try:
+        required = dict(
+            zip(REQUIRED_ORDER, zip(*map(_get_required, instances), strict=True), strict=True)
+        )
+    except KeyError:
+        return None
+    given = {name: sum(1 for i in instances if name in i) for name in OPTIONAL}
+    # Every instance holds the required keys, so the key count says whether any holds
+    # one that is neither those nor an optional one: an unknown field.
+    if sum(map(len, instances)) != len(REQUIRED_ORDER) * len(instances) + sum(given.values()):
+        return None
+    values = {
+        f.name: required[f.name] if f.name in required else [i.get(f.name) for i in instances]
+        for f in schema.FEATURES
+    }
+    if given[schema.SITE.name]:
         values[schema.SITE.name] = [i.get(schema.SITE.name) for i in instances]
     return checked_columns(values)
 
 
-def checked_columns(values: dict[str, list[Any]]) -> dict[str, Any] | None:
+def checked_columns(values: Mapping[str, Sequence[Any]]) -> dict[str, Any] | None:
     """Columns of equal length, one per feature (None where a value is missing; the
     plot optional), as `full_model_columns` returns them, or None unless every row is
     a valid full-model instance. `values` holds what an instance would hold: the
@@ -113,7 +133,7 @@ def checked_columns(values: dict[str, list[Any]]) -> dict[str, Any] | None:
             if found is None:
                 return None
             codes[feature.name] = found
-            columns[feature.name] = column
+            columns[feature.name] = Coded(found)
         else:
             numbers = _numbers(column, feature)
             if numbers is None:
