@@ -3,6 +3,7 @@ answers exactly while its kernels compile in the background."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -101,9 +102,13 @@ def test_the_first_model_answers_before_its_kernels_compile(
     monkeypatch.setattr(state_mod, "compile_kernels", held)
     metrics = Metrics()
     state = state_mod.ModelState(tmp_path / "bundle", metrics)
+    gc.unfreeze()  # whatever this test process froze before
     outcome = state.reload()
     assert outcome.status == "reloaded" and state.current is not None
     assert KERNELS.numba is False  # serving, kernels not compiled yet
+    # The loaded model is out of the cyclic collector's reach (no long pauses under load).
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
     served = state.current
     before = served.predictor.predict_rows(rows)
     before_survival = served.survival["full"].compiled.risk_matrix(
@@ -113,6 +118,7 @@ def test_the_first_model_answers_before_its_kernels_compile(
     assert state.wait_compiled(timeout=120)
     assert KERNELS.numba is True and KERNELS.compiled is True
     assert metrics.kernels_compiled._value.get() == 1
+    assert gc.get_freeze_count() > frozen  # and so is the compiled code
     # Compiled in memory only: no kernel can load or save Numba's pickled disk cache.
     from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher

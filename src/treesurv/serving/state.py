@@ -10,6 +10,7 @@ refused, the old model keeps serving, and the failure is logged, shown by
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -83,6 +84,22 @@ def load_submodels(
         if bundle.has(v, "survival")
     }
     return classifiers, survival
+
+
+def settle_heap(collect: bool) -> None:
+    """Put the objects that live as long as the process (the app, the served model,
+    compiled kernels) out of the cyclic garbage collector's reach (`gc.freeze`).
+
+    Every 1,000-row batch makes some 10,000 objects, so collections are frequent
+    under load, and a full one walked the whole heap: pauses of about 90 ms, during
+    which the event loop answers nothing, probes included. Frozen objects are never
+    walked; request garbage still is. `collect` first frees what is already garbage
+    (about 0.1 s, so only off the request path: after the kernels compile), so
+    that it is not frozen with the rest.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 def compile_kernels(served: Served) -> float:
@@ -162,6 +179,7 @@ class ModelState:
                 return self._refused(reason, seen, previous, prev_version)
             served = Served(bundle, predictor, seen, time.time(), classifiers, survival)
             self.current = served  # the atomic swap: one reference assignment
+            settle_heap(collect=False)
             if first:
                 self._compiled_once = threading.Thread(
                     target=self._compile, args=(served,), name="treesurv-compile", daemon=True
@@ -186,6 +204,7 @@ class ModelState:
         except Exception:  # the NumPy walk keeps answering, correctly
             log.exception("compiling the model's kernels failed; scoring stays on NumPy")
             return
+        settle_heap(collect=True)  # what compiling left: its garbage, then its code
         self.metrics.kernels_compiled.set(1)
         log.info("compiled kernels in %.1f s: scoring at full speed", seconds)
 
