@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from tests.helpers import instances
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
-from treesurv.serving.routes import predictions as predictions_route
 
 
 def test_batch_in_input_order_matches_the_compiled_model(
@@ -94,10 +93,10 @@ def test_the_column_path_answers_byte_for_byte_what_the_instance_path_does(
         taken.append(columns is not None)
         return columns
 
-    monkeypatch.setattr(predictions_route, "full_model_batch", spy)
+    monkeypatch.setattr(scoring, "full_model_batch", spy)
     fast = [client.post("/v1/predictions", json=b) for b in bodies]
     assert taken == [True, True]
-    monkeypatch.setattr(predictions_route, "full_model_batch", lambda body, n: None)
+    monkeypatch.setattr(scoring, "full_model_batch", lambda body, n: None)
     slow = [client.post("/v1/predictions", json=b) for b in bodies]
     for a, b in zip(fast, slow, strict=True):
         assert a.status_code == b.status_code == 200

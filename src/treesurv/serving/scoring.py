@@ -20,6 +20,7 @@ from treesurv.serving import model_choice
 # Batches this large are scored in a worker thread (the kernels release the GIL),
 # so one big request does not hold up the event loop.
 THREADPOOL_MIN_ROWS = 64
+THREADPOOL_MIN_BYTES = THREADPOOL_MIN_ROWS * 200  # about 200 bytes an instance
 
 
 async def score(predictor: FastPredictor, rows: list[dict[str, Any]]) -> list[float]:
@@ -37,6 +38,21 @@ async def score_columns(predictor: FastPredictor, columns: dict[str, Any]) -> np
     if len(columns[schema.FEATURE_NAMES[0]]) < THREADPOOL_MIN_ROWS:
         return predictor.compiled.proba_columns(columns)
     return await run_in_threadpool(predictor.compiled.proba_columns, columns)
+
+
+async def score_batch(predictor: FastPredictor, body: bytes, max_batch: int) -> np.ndarray | None:
+    """P(death) for a `{"instances": [...]}` body that `full_model_batch` takes as
+    columns, else None. A large body is parsed, checked and scored in a worker
+    thread: the event loop goes on reading requests and answering probes meanwhile."""
+    if len(body) < THREADPOOL_MIN_BYTES:
+        columns = full_model_batch(body, max_batch)
+        return None if columns is None else predictor.compiled.proba_columns(columns)
+    return await run_in_threadpool(_parse_and_score, predictor, body, max_batch)
+
+
+def _parse_and_score(predictor: FastPredictor, body: bytes, max_batch: int) -> np.ndarray | None:
+    columns = full_model_batch(body, max_batch)
+    return None if columns is None else predictor.compiled.proba_columns(columns)
 
 
 def full_model_batch(body: bytes, max_batch: int) -> dict[str, Any] | None:

@@ -22,10 +22,9 @@ from treesurv.serving.scoring import (
     THREADPOOL_MIN_ROWS,
     account,
     check_batch,
-    full_model_batch,
     prediction_items,
     score,
-    score_columns,
+    score_batch,
 )
 from treesurv.serving.state import Served
 
@@ -68,12 +67,12 @@ EXAMPLE_REQUEST = {
 )
 async def predictions(request: Request) -> Response:
     """Score 1 to `max_batch` seedlings; the answers come in the order of `instances`."""
-    columns = full_model_batch(await request.body(), settings_of(request).max_batch)
-    if columns is not None:  # every instance valid for the full model: scored as columns
-        served = served_model(request)
+    served = served_model(request)  # read once: a reload cannot change it under us
+    predictor = model_choice.classifier(served, model_choice.FULL)
+    found = await score_batch(predictor, await request.body(), settings_of(request).max_batch)
+    if found is not None:  # every instance valid for the full model: scored as columns
         model, horizon_days = model_choice.FULL, None
-        predictor = model_choice.classifier(served, model)
-        probabilities = (await score_columns(predictor, columns)).tolist()
+        probabilities = found.tolist()
     else:
         served, model, horizon_days, probabilities = await _by_instance(request)
     payload: dict[str, Any] = {"model_version": served.version, "model": model}
