@@ -160,19 +160,27 @@ RECOVERY_LIMIT_S = 60.0
 
 async def recovery(base: str, body: bytes, unloaded_p50_ms: float) -> float | None:
     """Seconds from the end of the load until /readyz answers and a batch is back
-    within 1.5x of its unloaded time; None if not within RECOVERY_LIMIT_S."""
+    within 1.5x of its unloaded time; None if not within RECOVERY_LIMIT_S (a server
+    still working through a backlog may not answer at all before then)."""
     import aiohttp
 
     start = time.perf_counter()
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession() as session:
-        while time.perf_counter() - start < RECOVERY_LIMIT_S:
-            async with session.get(f"{base}/readyz") as r:
-                ready = r.status == 200
-            t = time.perf_counter()
-            async with session.post(f"{base}/v1/predictions", data=body, headers=headers) as r:
-                await r.read()
-                fast = r.status == 200 and (time.perf_counter() - t) * 1e3 <= 1.5 * unloaded_p50_ms
+        while (left := RECOVERY_LIMIT_S - (time.perf_counter() - start)) > 0:
+            timeout = aiohttp.ClientTimeout(total=left)
+            try:
+                async with session.get(f"{base}/readyz", timeout=timeout) as r:
+                    ready = r.status == 200
+                t = time.perf_counter()
+                async with session.post(
+                    f"{base}/v1/predictions", data=body, headers=headers, timeout=timeout
+                ) as r:
+                    await r.read()
+                    spent_ms = (time.perf_counter() - t) * 1e3
+                    fast = r.status == 200 and spent_ms <= 1.5 * unloaded_p50_ms
+            except (TimeoutError, aiohttp.ClientError):
+                continue
             if ready and fast:
                 return time.perf_counter() - start
             await asyncio.sleep(0.05)

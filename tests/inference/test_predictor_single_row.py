@@ -17,9 +17,11 @@ from treesurv.core.encoding import encode, fit_encoder
 from treesurv.inference.predictor import (
     FastPredictor,
     PredictorError,
+    Trees,
     _float32_thresholds,
     dumps,
     loads,
+    trees_of,
 )
 from treesurv.training.compiler import compile_model
 
@@ -131,3 +133,41 @@ def test_a_node_with_two_parents_is_refused(
     shuffled[f"{key}_left"], shuffled[f"{key}_right"] = left, right
     with pytest.raises(PredictorError, match="two parents"):
         loads(*dumps(spec, shuffled).values())
+
+
+def test_each_tree_walks_its_depth(
+    forest_files: tuple[Any, dict[str, np.ndarray]], study_xy: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    """The branch-free walks take each tree's depth in steps: the depths the layout
+    finds are scikit-learn's own, and a leaf is its own child."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    frame, y = study_xy
+    params = fit_encoder(frame)
+    model = RandomForestClassifier(12, max_depth=7, random_state=3).fit(encode(params, frame), y)
+    files = dumps(*compile_model(params, model))
+    (trees,) = trees_of(loads(files["predictor.json"], files["predictor.npz"]).model)
+    assert trees.depth is not None
+    assert trees.depth.tolist() == [tree.get_depth() for tree in model.estimators_]
+    leaves = np.flatnonzero(trees.leaves)
+    assert np.array_equal(trees.left[leaves], leaves)
+    assert np.array_equal(trees.right[leaves], leaves)
+
+
+def test_a_shared_subtree_in_depth_first_order_is_refused() -> None:
+    """Node 2 is the right child of node 0 and the left child of node 1, with every
+    left child right after its parent: a DAG, not a tree, refused at load (walking
+    shared subtrees level by level could take exponential time)."""
+    trees = Trees(
+        feature=np.array([0, 0, -1, -1], dtype=np.int32),
+        threshold=np.zeros(4),
+        left=np.array([1, 2, -1, -1], dtype=np.int32),
+        right=np.array([2, 3, -1, -1], dtype=np.int32),
+        value=np.zeros(4),
+        missing_left=np.zeros(4, dtype=bool),
+        roots=np.array([0], dtype=np.int32),
+        float32=False,
+    )
+    trees.check(1, "dag")
+    with pytest.raises(PredictorError, match="two parents"):
+        trees.depth_first()

@@ -137,6 +137,7 @@ class Trees:
     roots: np.ndarray
     float32: bool
     depth: np.ndarray | None = None  # steps of each tree's walk, once laid out
+    offset: np.ndarray | None = None  # right child - node (0: leaf), for one row's walk
 
     def check(self, n_features: int, name: str) -> None:
         n = len(self.feature)
@@ -198,6 +199,7 @@ class Trees:
         n = len(left)
         leaf = left == -1
         here = np.arange(n, dtype=np.int64)
+        offset = np.where(leaf, 0, right.astype(np.int64) - here)  # the single-row walk's
         left = np.where(leaf, here, left)
         right = np.where(leaf, here, right)
         return Trees(
@@ -210,6 +212,7 @@ class Trees:
             roots=np.ascontiguousarray(roots, dtype=KERNEL_INDEX),
             float32=self.float32,
             depth=_tree_depths(left, right, roots),
+            offset=offset.astype(_narrow(offset)),
         )
 
     @property
@@ -249,7 +252,8 @@ class Trees:
         row = x32 if self.float32 else x
         if not KERNELS.numba:
             return float(_sum_numpy(row.reshape(1, -1), *self._arrays)[0])
-        return float(numba_kernels().sum_one(row, *self._arrays))
+        one = (self.feature, self.threshold, self.offset, self.value, self.missing_left)
+        return float(numba_kernels().sum_one(row, *one, self.roots))
 
     def compile_kernels(self, width: int) -> None:
         """Compile the Numba kernels for these arrays' types (whichever walk is in use)."""
@@ -261,7 +265,8 @@ class Trees:
         )
         for n, kernel in batch:
             kernel(np.zeros((n, width), dtype), *self._arrays, np.empty(n))
-        kernels.sum_one(np.zeros(width, dtype), *self._arrays)
+        one = (self.feature, self.threshold, self.offset, self.value, self.missing_left)
+        kernels.sum_one(np.zeros(width, dtype), *one, self.roots)
 
 
 class Node:
@@ -419,6 +424,14 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
         roots=index["roots"],
         float32=float32,
     )
+
+
+def _narrow(values: np.ndarray) -> type[np.signedinteger[Any]]:
+    top = int(np.max(np.abs(values), initial=0))
+    for kind in (np.int8, np.int16):
+        if top < np.iinfo(kind).max:
+            return kind
+    return INDEX
 
 
 def _narrow_unsigned(values: np.ndarray) -> type[np.unsignedinteger[Any]]:
