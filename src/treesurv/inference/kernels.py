@@ -9,10 +9,10 @@ the service turns that disk cache off before compiling (`kernel_cache`).
 The batch walks have no data-dependent branch. A walk down a tree takes the tree's
 depth in steps (a leaf is its own left and right child, so a walk that reached one
 stays there), each step choosing the child with arithmetic instead of an `if`, and
-the walks of four rows are interleaved. Which way a row goes is as good as random to
+the walks of six rows are interleaved. Which way a row goes is as good as random to
 the CPU's branch predictor, so a batch walk with branches spends most of its time
-undoing mispredictions; four independent branch-free walks keep the CPU busy
-instead: about 4x the rows per second of a branching walk on the study's forest,
+undoing mispredictions; six independent branch-free walks keep the CPU busy
+instead: about 4-5x the rows per second of a branching walk on the study's forest,
 the same sums bit for bit.
 """
 
@@ -47,32 +47,44 @@ def _sum_block(X, feature, threshold, left, right, value, missing_left, roots, d
     for t in range(roots.shape[0]):
         root, d = roots[t], depth[t]
         i = lo
-        while i + 4 <= hi:
-            # Four rows' walks written out side by side: independent chains of loads
-            # the CPU overlaps (a loop over an array of four would go through memory).
-            n0 = n1 = n2 = n3 = root
+        while i + 6 <= hi:
+            # Six rows' walks written out side by side: independent chains of loads
+            # the CPU overlaps (a loop over an array of walks would go through memory).
+            # On the study's forest 5 to 8 walks measure within 3% of each other, and
+            # 4 about 15% slower.
+            n0 = n1 = n2 = n3 = n4 = n5 = root
             b0 = np.uint64(i * width)
             b1 = b0 + np.uint64(width)
             b2 = b1 + np.uint64(width)
             b3 = b2 + np.uint64(width)
+            b4 = b3 + np.uint64(width)
+            b5 = b4 + np.uint64(width)
             for _ in range(d):
                 v0 = x[b0 + np.uint64(feature[n0])]
                 v1 = x[b1 + np.uint64(feature[n1])]
                 v2 = x[b2 + np.uint64(feature[n2])]
                 v3 = x[b3 + np.uint64(feature[n3])]
+                v4 = x[b4 + np.uint64(feature[n4])]
+                v5 = x[b5 + np.uint64(feature[n5])]
                 g0 = np.uint32((v0 <= threshold[n0]) | ((v0 != v0) & missing_left[n0]))
                 g1 = np.uint32((v1 <= threshold[n1]) | ((v1 != v1) & missing_left[n1]))
                 g2 = np.uint32((v2 <= threshold[n2]) | ((v2 != v2) & missing_left[n2]))
                 g3 = np.uint32((v3 <= threshold[n3]) | ((v3 != v3) & missing_left[n3]))
+                g4 = np.uint32((v4 <= threshold[n4]) | ((v4 != v4) & missing_left[n4]))
+                g5 = np.uint32((v5 <= threshold[n5]) | ((v5 != v5) & missing_left[n5]))
                 n0 = right[n0] + g0 * (left[n0] - right[n0])
                 n1 = right[n1] + g1 * (left[n1] - right[n1])
                 n2 = right[n2] + g2 * (left[n2] - right[n2])
                 n3 = right[n3] + g3 * (left[n3] - right[n3])
+                n4 = right[n4] + g4 * (left[n4] - right[n4])
+                n5 = right[n5] + g5 * (left[n5] - right[n5])
             out[i] += value[n0]
             out[i + 1] += value[n1]
             out[i + 2] += value[n2]
             out[i + 3] += value[n3]
-            i += 4
+            out[i + 4] += value[n4]
+            out[i + 5] += value[n5]
+            i += 6
         while i < hi:
             node = walk(
                 x, np.uint64(i * width), feature, threshold, left, right, missing_left, root, d
