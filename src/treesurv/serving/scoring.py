@@ -45,8 +45,7 @@ async def score_batch(predictor: FastPredictor, body: bytes, max_batch: int) -> 
     columns, else None. A large body is parsed, checked and scored in a worker
     thread: the event loop goes on reading requests and answering probes meanwhile."""
     if len(body) < THREADPOOL_MIN_BYTES:
-        columns = full_model_batch(body, max_batch)
-        return None if columns is None else predictor.compiled.proba_columns(columns)
+        return _parse_and_score(predictor, body, max_batch)
     return await run_in_threadpool(_parse_and_score, predictor, body, max_batch)
 
 

@@ -74,7 +74,7 @@ async def predictions(request: Request) -> Response:
         model, horizon_days = model_choice.FULL, None
         probabilities = found.tolist()
     else:
-        served, model, horizon_days, probabilities = await _by_instance(request)
+        model, horizon_days, probabilities = await _by_instance(request, served)
     payload: dict[str, Any] = {"model_version": served.version, "model": model}
     if horizon_days is not None:
         payload["horizon_days"] = horizon_days
@@ -87,21 +87,19 @@ async def predictions(request: Request) -> Response:
     return json_response(payload)
 
 
-async def _by_instance(request: Request) -> tuple[Served, str, float | None, list[float]]:
+async def _by_instance(request: Request, served: Served) -> tuple[str, float | None, list[float]]:
     """The request model's path: validation that names every problem, the planning
-    model, horizons. Returns the served model, the answering model, the horizon and
-    the probabilities."""
+    model, horizons. Returns the answering model, the horizon and the probabilities."""
     body = await parse(request, PredictionRequest)
-    served = served_model(request)  # read once: a reload cannot change it under us
     check_batch(body.instances, settings_of(request).max_batch, ("body", "instances"))
     rows = [i.__dict__ for i in body.instances]
     model = model_choice.choose_model(served, rows, ("instances",))
     if body.horizon_days is None:
-        return served, model, None, await score(model_choice.classifier(served, model), rows)
+        return model, None, await score(model_choice.classifier(served, model), rows)
     args = (served, model, rows, body.horizon_days)
     probabilities = (
         model_choice.death_by(*args)
         if len(rows) < THREADPOOL_MIN_ROWS
         else await run_in_threadpool(model_choice.death_by, *args)
     )
-    return served, model, body.horizon_days, probabilities
+    return model, body.horizon_days, probabilities
