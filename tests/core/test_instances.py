@@ -3,6 +3,7 @@ with the same values: a body it declines goes to the models, which name the prob
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from tests.helpers import instances
 from treesurv.core import schema
 from treesurv.core.encoding import Coded, RowEncoder, encode, fit_encoder
-from treesurv.core.instances import ColumnRows, full_model_columns
+from treesurv.core.instances import ColumnRows, batch_columns
 from treesurv.serving.schemas import PredictionInstance
 
 
@@ -28,10 +29,16 @@ def _model_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         return None
 
 
+def body_of(rows: Any, **more: Any) -> bytes:
+    """A request body as a client writes it (Python's json: NaN and Infinity appear
+    as such, and the column check must decline them)."""
+    return json.dumps({"instances": rows, **more}).encode()
+
+
 def test_valid_instances_become_the_columns_the_rows_encode_to(study: pd.DataFrame) -> None:
     rows = instances(study.head(300))
     rows[0] = {**rows[0], schema.SITE.name: 3}  # the plot may come along
-    columns = full_model_columns(rows)
+    columns = batch_columns(body_of(rows), 1000)
     assert columns is not None
     params = fit_encoder(study)
     validated = _model_rows(rows)
@@ -40,7 +47,7 @@ def test_valid_instances_become_the_columns_the_rows_encode_to(study: pd.DataFra
     by_rows = np.vstack([encoder.encode(r) for r in validated])
     # Bit for bit: the batch path scores what the per-instance path scored.
     assert np.array_equal(encode(params, columns), by_rows, equal_nan=True)
-    assert columns[schema.SITE.name][0] == 3 and np.isnan(columns[schema.SITE.name][1:]).all()
+    assert schema.SITE.name not in columns  # the classifier does not read the plot
 
 
 # One change to a valid instance: every kind of thing a client gets wrong.
@@ -95,16 +102,13 @@ def test_accepted_only_when_the_request_model_accepts_it_with_the_same_values(
 
 
 def _agrees(rows: list[Any]) -> None:
-    columns = full_model_columns(rows)
+    columns = batch_columns(body_of(rows), 1000)
     if columns is None:
         return  # declined: the request models decide (accept or name the problem)
     validated = _model_rows(rows)
     assert validated is not None, "accepted what the request model refuses"
-    for name in (*schema.FEATURE_NAMES, schema.SITE.name):
+    for name in schema.FEATURE_NAMES:
         expected = [r[name] for r in validated]
-        if name not in columns:
-            assert all(v is None for v in expected)
-            continue
         got = columns[name]
         if isinstance(got, Coded):  # categories as their codes: back to the categories
             got = [schema.FEATURES_BY_NAME[name].categories[c] for c in got.codes]
@@ -137,12 +141,36 @@ def test_random_instances_never_pass_what_the_model_refuses(
     _agrees(rows)
 
 
-def test_what_is_not_a_list_of_objects_is_declined() -> None:
-    assert full_model_columns([]) is None
-    assert full_model_columns({"Species": "Quercus rubra"}) is None
-    assert full_model_columns([schema.EXAMPLE, "x"]) is None
-    assert full_model_columns([schema.EXAMPLE, [1, 2]]) is None
-    assert full_model_columns([schema.EXAMPLE, schema.EXAMPLE]) is not None
+def test_what_is_not_a_batch_of_objects_is_declined() -> None:
+    example = schema.EXAMPLE
+    assert batch_columns(body_of([example, example]), 1000) is not None
+    assert batch_columns(body_of([example, example], horizon_days=None), 1000) is not None
+    declined = [
+        body_of([]),
+        body_of([example]),  # one instance: the single-row path
+        body_of({"Species": "Quercus rubra"}),
+        body_of([example, "x"]),
+        body_of([example, [1, 2]]),
+        body_of([example, example], horizon_days=60),  # the survival model's question
+        body_of([example, example], extra=1),
+        b'{"instances": [' + json.dumps(example).encode() + b"]",  # malformed
+        b"[]",
+        b"",
+    ]
+    for body in declined:
+        assert batch_columns(body, 1000) is None, body
+    assert batch_columns(body_of([example] * 3), 2) is None  # more than the batch bound
+
+
+def test_a_repeated_key_takes_its_last_value_as_the_request_models_parser_does() -> None:
+    first = json.dumps(schema.EXAMPLE)[:-1]
+    light = schema.EXAMPLE["Light_ISF"]
+    twice = f'{first}, "Light_ISF": {light / 2}}}'
+    body = f'{{"instances": [{twice}, {json.dumps(schema.EXAMPLE)}]}}'.encode()
+    assert json.loads(body)["instances"][0]["Light_ISF"] == light / 2
+    columns = batch_columns(body, 1000)
+    assert columns is not None
+    assert columns["Light_ISF"].tolist() == [light / 2, light]
 
 
 def test_column_rows_read_columns_as_instance_dicts() -> None:

@@ -1,34 +1,29 @@
-"""Instances as the API receives them (JSON objects), checked column by column: the
-fast path of a batch request.
+"""Instances as the API receives them, checked column by column: the fast path of
+a batch request.
 
-`full_model_columns` returns a list of instances as columns when every instance is
-valid for the full model under the schema (types, ranges, categories and the
-cross-field rules the request models enforce); otherwise None, and the request
-models then validate the body and name every problem. The check only ever accepts:
-a body it declines is answered exactly as before, and a body it accepts holds the
-values the request models would have given, so the scores are the same bit for bit.
-It takes a few NumPy operations per column instead of one Python object per
-instance. `checked_columns` is the same check on values already held as columns
-(the Open Inference Protocol's tensors).
+`batch_columns` takes a whole `{"instances": [...]}` body and returns its instances
+as columns when every instance is valid for the full model under the schema (types,
+ranges, categories and the cross-field rules the request models enforce); otherwise
+None, and the request models then validate the body and name every problem. msgspec
+decodes the body straight into typed instances built from the schema, checking
+types, ranges and categories in C as it parses; the cross-field rules are checked
+on the columns. `checked_columns` is the same check on values already held as
+columns (the Open Inference Protocol's tensors). The check only ever accepts: a body
+it declines is answered exactly as before, and a body it accepts holds the values
+the request models would have given, so the scores are the same bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
-from typing import Any, overload
+from typing import Annotated, Any, Literal, overload
 
+import msgspec
 import numpy as np
 
 from treesurv.core import schema
 from treesurv.core.encoding import Coded
 
-ALLOWED = frozenset(schema.INPUT_NAMES)
-# The full model needs every feature but the nullable ones (EMF, absent for AMF species).
-REQUIRED = frozenset(f.name for f in schema.FEATURES if not f.nullable)
-REQUIRED_ORDER = tuple(f.name for f in schema.FEATURES if not f.nullable)
-_get_required = itemgetter(*REQUIRED_ORDER)
-OPTIONAL = tuple(n for n in schema.INPUT_NAMES if n not in REQUIRED)  # nullable, the plot
 NUMBER_TYPES = frozenset({int, float})
 
 
@@ -90,40 +85,74 @@ def _numbers(values: Sequence[Any], feature: schema.Feature) -> np.ndarray | Non
     return array
 
 
-def full_model_columns(instances: Any) -> dict[str, Any] | None:
-    """The instances as columns (categories as their codes, numbers as float arrays,
-    the plot too when given), or None unless all are valid full-model instances."""
-    if not isinstance(instances, list) or not instances:
-        return None
-    if set(map(type, instances)) != {dict}:
-        return None
-    # The required fields of every instance, transposed into columns, in C (itemgetter
-    # and zip): a KeyError is an instance without one of them.
+def _field(feature: schema.Feature) -> tuple[Any, ...]:
+    """A msgspec field that takes what the request models take for the feature: its
+    categories, or a JSON number in its range (a JSON integer for a whole number; no
+    bool, no string), null where the feature is nullable (the default when omitted)."""
+    if feature.kind == "categorical":
+        kind: Any = Literal[feature.categories]
+    else:
+        number = int if feature.whole else float
+        kind = Annotated[number, msgspec.Meta(ge=feature.minimum, le=feature.maximum)]
+    return (feature.name, kind | None, None) if feature.nullable else (feature.name, kind)
+
+
+_INPUTS = sorted((schema.INPUTS_BY_NAME[n] for n in schema.INPUT_NAMES), key=lambda f: f.nullable)
+# Unknown fields refused; gc=False: the instances hold only strings and numbers.
+_Instance = msgspec.defstruct(
+    "Instance", [_field(f) for f in _INPUTS], forbid_unknown_fields=True, gc=False
+)
+_Batch = msgspec.defstruct(
+    "Batch",
+    [("instances", list[_Instance]), ("horizon_days", type(None), None)],  # type: ignore[valid-type]
+    forbid_unknown_fields=True,
+)
+_BATCH = msgspec.json.Decoder(_Batch)
+_ORDER = tuple(f.name for f in _INPUTS)  # the fields of an instance's `astuple`
+
+
+def batch_columns(body: bytes, max_batch: int) -> dict[str, Any] | None:
+    """The instances of a `{"instances": [...]}` body as columns (categories as their
+    codes, numbers as float arrays, NaN where null; not the plot, which the
+    classifier does not read), when the body holds
+    2 to `max_batch` valid full-model instances and no horizon; else None, and the
+    request models validate the body. As strict as they are: a duplicated key takes
+    its last value, as in the request models' JSON parser."""
     try:
-        required = dict(
-            zip(REQUIRED_ORDER, zip(*map(_get_required, instances), strict=True), strict=True)
-        )
-    except KeyError:
+        found: list[Any] = _BATCH.decode(body).instances  # type: ignore[attr-defined]
+    except msgspec.DecodeError:  # malformed, or not what the schema allows
         return None
-    given = {name: sum(1 for i in instances if name in i) for name in OPTIONAL}
-    # Every instance holds the required keys, so the key count says whether any holds
-    # one that is neither those nor an optional one: an unknown field.
-    if sum(map(len, instances)) != len(REQUIRED_ORDER) * len(instances) + sum(given.values()):
+    if not 2 <= len(found) <= max_batch:
         return None
-    values = {
-        f.name: required[f.name] if f.name in required else [i.get(f.name) for i in instances]
-        for f in schema.FEATURES
-    }
-    if given[schema.SITE.name]:
-        values[schema.SITE.name] = [i.get(schema.SITE.name) for i in instances]
-    return checked_columns(values)
+    values = dict(zip(_ORDER, zip(*map(msgspec.structs.astuple, found), strict=True), strict=True))
+    columns: dict[str, Any] = {}
+    codes: dict[str, np.ndarray] = {}
+    for feature in schema.FEATURES:
+        if feature.kind == "categorical":
+            found_codes = map(CODES[feature.name].__getitem__, values[feature.name])
+            codes[feature.name] = np.fromiter(found_codes, np.int64)
+            columns[feature.name] = Coded(codes[feature.name])
+        else:  # None (a nullable feature's) becomes NaN
+            columns[feature.name] = np.array(values[feature.name], dtype=np.float64)
+    return columns if _rules_hold(columns, codes) else None
+
+
+def _rules_hold(columns: Mapping[str, Any], codes: Mapping[str, np.ndarray]) -> bool:
+    """The cross-field rules (schema.RULES), on every row at once."""
+    species, soil = codes["Species"], codes["Soil"]
+    return bool(
+        np.array_equal(np.isnan(columns["EMF"]), AMF[species])
+        and STERILE_OK[soil, codes["Sterile"]].all()
+        and np.array_equal(CONSPECIFIC_EXPECTED[species, soil], codes["Conspecific"])
+    )
 
 
 def checked_columns(values: Mapping[str, Sequence[Any]]) -> dict[str, Any] | None:
     """Columns of equal length, one per feature (None where a value is missing; the
-    plot optional), as `full_model_columns` returns them, or None unless every row is
-    a valid full-model instance. `values` holds what an instance would hold: the
-    same rows as dicts would be accepted by the request models with these values."""
+    plot optional), as `batch_columns` returns them (with the plot, when given), or
+    None unless every row is a valid full-model instance. `values` holds what an
+    instance would hold: the same rows as dicts would be accepted by the request
+    models with these values."""
     columns: dict[str, Any] = {}
     codes: dict[str, np.ndarray] = {}
     for feature in schema.FEATURES:
@@ -144,15 +173,7 @@ def checked_columns(values: Mapping[str, Sequence[Any]]) -> dict[str, Any] | Non
         if plots is None:
             return None
         columns[schema.SITE.name] = plots
-    species, soil = codes["Species"], codes["Soil"]
-    emf_missing = np.isnan(columns["EMF"])
-    if not (
-        np.array_equal(emf_missing, AMF[species])
-        and STERILE_OK[soil, codes["Sterile"]].all()
-        and np.array_equal(CONSPECIFIC_EXPECTED[species, soil], codes["Conspecific"])
-    ):
-        return None
-    return columns
+    return columns if _rules_hold(columns, codes) else None
 
 
 class ColumnRows(Sequence[dict[str, Any]]):

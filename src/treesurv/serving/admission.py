@@ -13,6 +13,10 @@ balancer or an HPA sees the overload instead of timeouts.
   200 bytes a row): when the requests in flight and waiting would hold more than
   `max_pending_bytes`, a new one is shed, so one huge batch counts as what it costs.
 - A request that has waited `queue_timeout` seconds is dropped before it is computed.
+- A shed request is answered before its body is read: the server reads and drops the
+  rest of the body itself and keeps the connection (uvicorn does, as HTTP/1.1 allows
+  an early final answer), so a refusal costs a few microseconds, not the reading of
+  the body it refuses.
 - The web page's file upload (`exempt` paths) has its own gate, `UploadGate`: a file
   of megabytes, sent at the client's pace and scored for seconds in a thread, would
   otherwise hold a slot and the byte budget of the prediction routes.
@@ -27,10 +31,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from treesurv.serving.metrics import Metrics
-from treesurv.serving.middleware import content_length, drain, send_json
+from treesurv.serving.middleware import content_length, send_json
 
 GATED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RETRY_AFTER_SECONDS = 1
+ROUTE_CACHE_SIZE = 1024
 
 
 class _Waiter:
@@ -67,6 +72,9 @@ class Admission:
         self.running = 0
         self.pending_bytes = 0  # bodies of the requests running and waiting
         self.waiting: deque[_Waiter] = deque()
+        # The route of each path refused so far (its template labels the 503 in the
+        # metrics): matching every route costs more than the rest of a refusal.
+        self._route_of: dict[tuple[str, str], BaseRoute | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -80,7 +88,6 @@ class Admission:
         reason = await self._admit(cost)
         if reason is not None:
             self.metrics.shed(reason)
-            await drain(receive)  # so that the client reads the 503, not a reset
             await self._refuse(scope, send, reason)
             return
         try:
@@ -137,12 +144,19 @@ class Admission:
         self.running -= 1
         self.metrics.in_flight.dec()
 
+    def _route(self, scope: Scope) -> BaseRoute | None:
+        key = (scope["method"], scope["path"])
+        if key in self._route_of:
+            return self._route_of[key]
+        found = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        if len(self._route_of) < ROUTE_CACHE_SIZE:  # bounded: paths are the client's to pick
+            self._route_of[key] = found
+        return found
+
     async def _refuse(self, scope: Scope, send: Send, reason: str) -> None:
-        for route in self.routes:  # the route template labels the 503 in the metrics
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                scope["route"] = route
-                break
+        route = self._route(scope)
+        if route is not None:
+            scope["route"] = route
         why = {
             "queue_timeout": f"waited {self.queue_timeout:g} s without a free worker slot",
             "queue_full": f"this worker's queue is full (at most {self.max_queue} may wait)",

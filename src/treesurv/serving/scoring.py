@@ -6,13 +6,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from treesurv.core import schema
-from treesurv.core.instances import full_model_columns
+from treesurv.core.instances import batch_columns
 from treesurv.inference.predictor import FastPredictor
 from treesurv.monitoring.service import remember
 from treesurv.serving import model_choice
@@ -58,21 +57,10 @@ def full_model_batch(body: bytes, max_batch: int) -> dict[str, Any] | None:
     """The instances of a `{"instances": [...]}` body as columns, when there are 2 to
     `max_batch` of them and all are valid full-model instances; else None, and the
     request model validates the body (one instance takes that path too: it is scored
-    by the single-row kernel). See `treesurv.core.instances`."""
+    by the single-row kernel). See `treesurv.core.instances.batch_columns`."""
     if body.count(b"{") < 3:  # the body and at least two instances: else not parsed twice
         return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if type(payload) is not dict or payload.keys() - {"horizon_days"} != {"instances"}:
-        return None
-    if payload.get("horizon_days") is not None:
-        return None
-    found = payload["instances"]
-    if not isinstance(found, list) or not 2 <= len(found) <= max_batch:
-        return None
-    return full_model_columns(found)
+    return batch_columns(body, max_batch)
 
 
 def check_batch(instances: list[Any], max_batch: int, loc: tuple[str | int, ...]) -> None:
