@@ -10,7 +10,6 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-from treesurv.core import schema
 from treesurv.core.instances import batch_columns
 from treesurv.inference.predictor import FastPredictor
 from treesurv.monitoring.service import remember
@@ -30,13 +29,6 @@ async def score(predictor: FastPredictor, rows: list[dict[str, Any]]) -> list[fl
         return predictor.predict_rows(rows).tolist()
     proba = await run_in_threadpool(predictor.predict_rows, rows)
     return proba.tolist()
-
-
-async def score_columns(predictor: FastPredictor, columns: dict[str, Any]) -> np.ndarray:
-    """P(death) for instances the column check accepted (`full_model_batch`)."""
-    if len(columns[schema.FEATURE_NAMES[0]]) < THREADPOOL_MIN_ROWS:
-        return predictor.compiled.proba_columns(columns)
-    return await run_in_threadpool(predictor.compiled.proba_columns, columns)
 
 
 async def score_batch(predictor: FastPredictor, body: bytes, max_batch: int) -> np.ndarray | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
@@ -42,7 +44,7 @@ from treesurv.serving.deps import model_state, settings_of
 from treesurv.serving.http import JSON, json_response
 from treesurv.serving.model_choice import FULL
 from treesurv.serving.schemas import ErrorResponse, Instance
-from treesurv.serving.scoring import account, score, score_columns
+from treesurv.serving.scoring import THREADPOOL_MIN_BYTES, account, score
 from treesurv.serving.state import Served
 
 PLATFORM = "treesurv-compiled"
@@ -260,7 +262,7 @@ def parse_request(body: bytes, framed: bool = False) -> InferenceRequest:
 
 
 def _flatten(data: list[Any]) -> list[Any]:
-    if not any(isinstance(v, list) for v in data):
+    if list not in set(map(type, data)):  # flat (JSON gives plain lists): in C
         return data
     out: list[Any] = []
     for v in data:
@@ -383,8 +385,8 @@ def _nan_rows(values: list[Any] | np.ndarray) -> np.ndarray:
     """Indices of the NaN values of a numeric column."""
     if isinstance(values, np.ndarray):
         return np.flatnonzero(np.isnan(values))
-    mask = [isinstance(v, float) and math.isnan(v) for v in values]
-    return np.flatnonzero(np.asarray(mask, dtype=bool))
+    # Only NaN differs from itself (JSON values: numbers, strings, None, lists).
+    return np.asarray([i for i, v in enumerate(values) if v != v], dtype=np.intp)
 
 
 def _missing_as_none(feature: schema.Feature, values: list[Any] | np.ndarray) -> list[Any]:
@@ -580,6 +582,33 @@ async def model_version_ready(model_name: str, model_version: str, request: Requ
     return _ready(request, model_name, model_version)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """An infer request read: its JSON part, the values of its tensors and, when every
+    row is valid for the full model, its columns and their probabilities."""
+
+    body: InferenceRequest
+    values: dict[str, list[Any]]
+    columns: dict[str, Any] | None
+    probabilities: np.ndarray | None
+
+
+def _read(
+    head: bytes, data: bytes, framed: bool, max_batch: int, served: Served | None
+) -> _Read | InferenceRequest:
+    """Parse, check and (all rows valid for the full model) score an infer request, in
+    the order the protocol answers: a malformed body is a 400 whatever the model's
+    name (ProtocolError from here), so without a model to use (`served` None: the
+    caller answers 404 or 503) the parsed JSON part alone is returned."""
+    body = parse_request(head, framed)
+    if served is None:
+        return body
+    values = columns_from_tensors(body.inputs, max_batch, data, framed)
+    columns = full_model_tensors(values)
+    proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
+    return _Read(body, values, columns, proba)
+
+
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:
     try:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -588,26 +617,35 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
                 f"Content-Encoding {encoding!r} is not supported; send the body uncompressed"
             )
         header = request.headers.get(binary.HEADER)
+        raw = await request.body()
         try:
-            head, data = binary.split_body(await request.body(), header)
+            head, data = binary.split_body(raw, header)
         except binary.BinaryDataError as exc:
             raise ProtocolError(str(exc)) from None
-        body = parse_request(head, framed=header is not None)
-        # As before the protocol reads the tensors: a malformed body is a 400 whatever
-        # the model's name, then an unknown model a 404 or no model a 503.
-        served = _served(request, model_name, version)
-        values = columns_from_tensors(
-            body.inputs, settings_of(request).max_batch, data, framed=header is not None
+        try:
+            served: Served | None = _served(request, model_name, version)
+            unserved = None
+        except ProtocolError as exc:
+            served, unserved = None, exc
+        args = (head, data, header is not None, settings_of(request).max_batch, served)
+        # A large request is parsed, checked and scored in a worker thread, as on /v1:
+        # the event loop goes on reading requests and answering probes meanwhile.
+        read = (
+            _read(*args)
+            if len(raw) < THREADPOOL_MIN_BYTES
+            else await run_in_threadpool(_read, *args)
         )
+        if served is None or not isinstance(read, _Read):  # 404 or 503, once parsed
+            raise unserved or ProtocolError("model not ready", 503)
+        body, values, columns = read.body, read.values, read.columns
         wanted = requested_outputs(body)
-        columns = full_model_tensors(values)
         if columns is None:
             instances = validate_rows(rows_of(values))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
     logged: Sequence[Any]
-    if columns is not None:  # every row valid for the full model: scored as columns
-        probabilities = (await score_columns(served.predictor, columns)).tolist()
+    if read.probabilities is not None:  # every row valid for the full model: scored as columns
+        probabilities = read.probabilities.tolist()
         logged = ColumnRows(values)
     else:
         probabilities = await score(served.predictor, [i.__dict__ for i in instances])
