@@ -12,7 +12,9 @@ wrong without naming the tensor; the caller adds that.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,7 @@ FIXED: dict[str, np.dtype[np.generic]] = {
         "FP64": "<f8",
     }.items()
 }
-_LENGTH = np.dtype("<u4")
+_LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
 
 
 class BinaryDataError(ValueError):
@@ -101,38 +103,47 @@ def decode_fixed(raw: bytes, datatype: str, count: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, count=count)
 
 
-def decode_bytes(raw: bytes, count: int) -> list[bytes]:
-    """`count` BYTES elements, each a 4-byte little-endian length and its bytes."""
-    out: list[bytes] = []
-    view = memoryview(raw)
-    pos = 0
+def _elements(raw: bytes, count: int, text: bool) -> list[Any]:
+    """The `count` BYTES elements of `raw`, each after its 4-byte little-endian length,
+    as bytes or (`text`) as UTF-8 text; BinaryDataError if the lengths do not tile
+    `raw` or an element is not text. One pass: this runs for every categorical value
+    of a binary request."""
+    out: list[Any] = []
+    append, unpack, size, end, pos = out.append, _LENGTH.unpack_from, _LENGTH.size, len(raw), 0
     for i in range(count):
-        if pos + 4 > len(raw):
+        if pos + size > end:
             raise BinaryDataError(
                 f"BYTES data ends at element {i} of {count}: no 4-byte length at byte {pos}"
             )
-        length = int(np.frombuffer(view[pos : pos + 4], dtype=_LENGTH)[0])
-        pos += 4
-        if pos + length > len(raw):
+        (length,) = unpack(raw, pos)
+        pos += size
+        stop = pos + length
+        if stop > end:
             raise BinaryDataError(
-                f"BYTES element {i} declares {length} bytes but only {len(raw) - pos} remain"
+                f"BYTES element {i} declares {length} bytes but only {end - pos} remain"
             )
-        out.append(bytes(view[pos : pos + length]))
-        pos += length
-    if pos != len(raw):
-        raise BinaryDataError(f"{len(raw) - pos} bytes left after the {count} BYTES elements")
+        item = raw[pos:stop]
+        if text:
+            try:
+                append(item.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise BinaryDataError(f"element {i} is not UTF-8 text: {item[:40]!r}") from None
+        else:
+            append(item)
+        pos = stop
+    if pos != end:
+        raise BinaryDataError(f"{end - pos} bytes left after the {count} BYTES elements")
     return out
+
+
+def decode_bytes(raw: bytes, count: int) -> list[bytes]:
+    """`count` BYTES elements, each a 4-byte little-endian length and its bytes."""
+    return _elements(raw, count, text=False)
 
 
 def decode_text(raw: bytes, count: int) -> list[str]:
     """BYTES elements as UTF-8 text; the error names the first element that is not."""
-    out: list[str] = []
-    for i, item in enumerate(decode_bytes(raw, count)):
-        try:
-            out.append(item.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise BinaryDataError(f"element {i} is not UTF-8 text: {item[:40]!r}") from None
-    return out
+    return _elements(raw, count, text=True)
 
 
 def encode_fixed(values: Iterable[float] | np.ndarray, datatype: str) -> bytes:
