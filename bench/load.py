@@ -70,6 +70,31 @@ def v2_body(body: str) -> str:
     )
 
 
+def v2_binary_body(body: str) -> tuple[bytes, dict[str, str]]:
+    """The same instances as Open Inference Protocol binary tensors (FP64 and BYTES
+    after a JSON header, NaN for a missing EMF), with the headers that frame them."""
+    import numpy as np
+
+    from treesurv.serving import binary_tensors as binary
+
+    rows = json.loads(body)["instances"]
+    inputs, parts = [], []
+    for f in schema.FEATURES:
+        values = [r.get(f.name) for r in rows]
+        if f.kind == "categorical":
+            raw, datatype = binary.encode_bytes(values), "BYTES"
+        else:
+            numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            raw, datatype = binary.encode_fixed(numbers, "FP64"), "FP64"
+        size = {binary.SIZE: len(raw)}
+        inputs.append({"name": f.name, "shape": [len(rows)], "datatype": datatype})
+        inputs[-1]["parameters"] = size
+        parts.append(raw)
+    head = json.dumps({"inputs": inputs}).encode()
+    headers = {"Content-Type": "application/octet-stream", binary.HEADER: str(len(head))}
+    return head + b"".join(parts), headers
+
+
 BARE = (
     "import uvicorn; from treesurv.serving.server import uvicorn_options; "
     "uvicorn.run('bench.bare_app:create_app', "
@@ -156,14 +181,23 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk_script(directory: Path, body: str, path: str = PATH) -> Path:
-    """A wrk Lua script that POSTs `body` as JSON to `path`."""
-    script = directory / f"post{path.replace('/', '-')}.lua"
+def wrk_script(
+    directory: Path, body: str | bytes, path: str = PATH, headers: dict[str, str] | None = None
+) -> Path:
+    """A wrk Lua script that POSTs `body` to `path`: text as JSON, or bytes as they are
+    with `headers`."""
+    name = f"post{path.replace('/', '-')}{'-binary' if isinstance(body, bytes) else ''}.lua"
+    script = directory / name
+    if isinstance(body, bytes):  # every byte a three-digit Lua escape
+        literal = '"' + "".join(f"\\{b:03d}" for b in body) + '"'
+    else:
+        literal = json.dumps(body)
+    sent = headers or {"Content-Type": "application/json"}
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.path = {json.dumps(path)}\n"
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {literal}\n"
+        + "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in sent.items())
     )
     return script
 
@@ -208,7 +242,12 @@ def wrk(port: int, duration: float, connections: int, script: Path) -> dict[str,
 
 
 def python_client(
-    port: int, duration: float, connections: int, body: str = BODY, path: str = PATH
+    port: int,
+    duration: float,
+    connections: int,
+    body: str | bytes = BODY,
+    path: str = PATH,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fallback generator (httpx, asyncio): weaker than wrk, same for both apps."""
     import httpx
@@ -218,7 +257,7 @@ def python_client(
         errors = 0
         deadline = time.perf_counter() + duration
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        headers = {"content-type": "application/json"}
+        sent = headers or {"content-type": "application/json"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as c:
 
             async def worker() -> None:
@@ -226,7 +265,7 @@ def python_client(
                 while time.perf_counter() < deadline:
                     t = time.perf_counter()
                     try:
-                        r = await c.post(path, content=body, headers=headers)
+                        r = await c.post(path, content=body, headers=sent)
                         ok = r.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -262,13 +301,19 @@ def run(
 ) -> dict[str, Any]:
     """Requests/s of each app, `rows` instances per request (one: the example seedling);
     `env`: settings of the real server. With batches, the real server's `/v2` infer
-    (the same rows as JSON tensors) is measured too, as the kind `v2`."""
+    (the same rows as JSON tensors, and as binary tensors) is measured too, as the
+    kinds `v2` and `v2_binary`."""
     body = BODY if rows == 1 else batch_body(rows)
     use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    requests = {"real": (body, PATH), "bare": (body, PATH)}
+    requests: dict[str, tuple[str | bytes, str, dict[str, str] | None]] = {
+        "real": (body, PATH, None),
+        "bare": (body, PATH, None),
+    }
     if rows > 1:
-        requests["v2"] = (v2_body(body), V2_PATH)
+        requests["v2"] = (v2_body(body), V2_PATH, None)
+        binary_body, binary_headers = v2_binary_body(body)
+        requests["v2_binary"] = (binary_body, V2_PATH, binary_headers)
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in requests}
     with tempfile.TemporaryDirectory() as tmp:
         scripts = {kind: wrk_script(Path(tmp), *sent) for kind, sent in requests.items()}
@@ -314,6 +359,7 @@ def run(
     summary["ratio"] = summary["real"]["rps"] / summary["bare"]["rps"]
     if "v2" in summary:
         summary["ratio_v2"] = summary["v2"]["rps"] / summary["bare"]["rps"]
+        summary["ratio_v2_binary"] = summary["v2_binary"]["rps"] / summary["bare"]["rps"]
     if rows > 1:
         summary["model_rows_per_s"] = model_alone(model, body.encode())
     return summary
@@ -344,14 +390,14 @@ def report(summary: dict[str, Any]) -> str:
         f"HTTP load: {summary['generator']}, {summary['connections']} connections, "
         f"1 worker, {summary['rows_per_request']} instance(s) per request, "
         f"{summary['rounds']} x {summary['duration_s']:g}s per app (median of rounds)",
-        f"{'app':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}",
+        f"{'app':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}",
     ]
-    for kind in ("real", "v2", "bare"):
+    for kind in ("real", "v2", "v2_binary", "bare"):
         if kind not in summary:
             continue
         s = summary[kind]
         lines.append(
-            f"{kind:<6}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>8}"
+            f"{kind:<10}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>8}"
         )
     lines.append(f"ratio real/bare: {summary['ratio']:.3f}")
     if "model_rows_per_s" in summary:

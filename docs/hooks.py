@@ -511,10 +511,11 @@ def _bench_http(r: dict[str, Any], key: str = "http") -> str:
     apps = (
         ("real", "treesurv"),
         ("v2", "treesurv, `/v2` infer (JSON tensors)"),
+        ("v2_binary", "treesurv, `/v2` infer (binary tensors)"),
         ("bare", "bare FastAPI app (validation only)"),
     )
     for app, label in apps:
-        if app == "v2" and app not in h:
+        if app.startswith("v2") and app not in h:
             continue
         m = h.get(app) or {}
         rows.append(
@@ -534,7 +535,9 @@ def _bench_http(r: dict[str, Any], key: str = "http") -> str:
         f"{_num(h.get('workers'))} worker, median of "
         f"{_num(h.get('rounds'))} × {_num(h.get('duration_s'), 0)} s. "
         f"Throughput ratio to the bare app: **{_num(h.get('ratio'), 2)}**"
-        + (f" (`/v2`: **{_num(h['ratio_v2'], 2)}**)" if "ratio_v2" in h else "")
+        + (f" (`/v2` JSON: **{_num(h['ratio_v2'], 2)}**" if "ratio_v2" in h else "")
+        + (f", binary: **{_num(h['ratio_v2_binary'], 2)}**" if "ratio_v2_binary" in h else "")
+        + (")" if "ratio_v2" in h else "")
         + ". "
         f"Measured {h.get('measured', r.get('measured', '–'))}."
     )
