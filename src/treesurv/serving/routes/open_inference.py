@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -593,6 +594,47 @@ class _Read:
     probabilities: np.ndarray | None
 
 
+class _PlainInput(msgspec.Struct, gc=False):
+    """An input tensor sent as JSON, without parameters (unknown fields ignored, as
+    the request models allow them)."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: None = None
+
+
+class _PlainRequest(msgspec.Struct):
+    """The common infer request: JSON tensors, no parameters, every output."""
+
+    inputs: list[_PlainInput]
+    id: str | None = None
+    parameters: None = None
+    outputs: None = None
+
+
+_PLAIN = msgspec.json.Decoder(_PlainRequest)
+
+
+def _plain_json(
+    head: bytes, max_batch: int
+) -> tuple[InferenceRequest, dict[str, list[Any]]] | None:
+    """The JSON part and the tensors' values of a common infer request, read without
+    the request models: msgspec decodes it in C and `_checked` checks its tensors as
+    for any request. None for anything else or anything wrong: the request models then
+    read the request and name the problem."""
+    try:
+        plain = _PLAIN.decode(head)
+        _, flat = _checked(plain.inputs, max_batch)  # type: ignore[arg-type]  # same fields
+    except (msgspec.DecodeError, ProtocolError):
+        return None
+    # Missing values are already None: msgspec refuses a NaN in JSON (the request
+    # models read it, and that request takes their path, which makes it None).
+    body = InferenceRequest.model_construct(id=plain.id, parameters=None, inputs=[], outputs=None)
+    return body, flat
+
+
 def _read(
     head: bytes, data: bytes, framed: bool, max_batch: int, served: Served | None
 ) -> _Read | InferenceRequest:
@@ -600,10 +642,11 @@ def _read(
     the order the protocol answers: a malformed body is a 400 whatever the model's
     name (ProtocolError from here), so without a model to use (`served` None: the
     caller answers 404 or 503) the parsed JSON part alone is returned."""
-    body = parse_request(head, framed)
+    plain = None if framed else _plain_json(head, max_batch)
+    body = plain[0] if plain else parse_request(head, framed)
     if served is None:
         return body
-    values = columns_from_tensors(body.inputs, max_batch, data, framed)
+    values = plain[1] if plain else columns_from_tensors(body.inputs, max_batch, data, framed)
     columns = full_model_tensors(values)
     proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
     return _Read(body, values, columns, proba)
