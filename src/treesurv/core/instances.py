@@ -129,9 +129,11 @@ def batch_columns(body: bytes, max_batch: int) -> dict[str, Any] | None:
     codes: dict[str, np.ndarray] = {}
     for feature in schema.FEATURES:
         if feature.kind == "categorical":
-            found_codes = map(CODES[feature.name].__getitem__, values[feature.name])
-            codes[feature.name] = np.fromiter(found_codes, np.int64)
-            columns[feature.name] = Coded(codes[feature.name])
+            found_codes = _codes(values[feature.name], feature.name)
+            if found_codes is None:  # not reached: msgspec took only the categories
+                return None
+            codes[feature.name] = found_codes
+            columns[feature.name] = Coded(found_codes)
         else:  # None (a nullable feature's) becomes NaN
             columns[feature.name] = np.array(values[feature.name], dtype=np.float64)
     return columns if _rules_hold(columns, codes) else None

@@ -586,11 +586,10 @@ async def model_version_ready(model_name: str, model_version: str, request: Requ
 @dataclass(frozen=True)
 class _Read:
     """An infer request read: its JSON part, the values of its tensors and, when every
-    row is valid for the full model, its columns and their probabilities."""
+    row is valid for the full model (checked as columns), their probabilities."""
 
     body: InferenceRequest
     values: dict[str, list[Any]]
-    columns: dict[str, Any] | None
     probabilities: np.ndarray | None
 
 
@@ -649,7 +648,7 @@ def _read(
     values = plain[1] if plain else columns_from_tensors(body.inputs, max_batch, data, framed)
     columns = full_model_tensors(values)
     proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
-    return _Read(body, values, columns, proba)
+    return _Read(body, values, proba)
 
 
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:
@@ -680,9 +679,9 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         )
         if served is None or not isinstance(read, _Read):  # 404 or 503, once parsed
             raise unserved or ProtocolError("model not ready", 503)
-        body, values, columns = read.body, read.values, read.columns
+        body, values = read.body, read.values
         wanted = requested_outputs(body)
-        if columns is None:
+        if read.probabilities is None:
             instances = validate_rows(rows_of(values))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
