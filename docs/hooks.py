@@ -715,10 +715,13 @@ def _bench_overload(r: dict[str, Any]) -> str:
                 else f"not within {_num(o.get('recovery_limit_s', 60), 0)} s",
             ]
         )
+    x_admission = (o.get("admission") or {}).get("overload") or {}
     note = (
         f"{_num(o.get('factor'), 0)}× the unloaded request rate of {_num(o.get('rows'))}-row "
         f"batches for {_num(o.get('duration_s'), 0)} s, one worker, open loop; a client "
-        f"gives up after {_num(o.get('client_timeout_s'), 0)} s. Measured {o.get('measured', '–')}."
+        f"gives up after {_num(o.get('client_timeout_s'), 0)} s. The load generator took "
+        f"{_num(x_admission.get('client_cores'), 2)} of the two cores under overload, the "
+        f"server {_num(x_admission.get('server_cores'), 2)}. Measured {o.get('measured', '–')}."
     )
     header = [
         "server",
