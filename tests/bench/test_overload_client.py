@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import itertools
 
-from bench.overload import Arrivals
+import pytest
+
+from bench import overload
 
 BODY = b'{"instances": []}'
 # What the server does with each request, in arrival order.
@@ -55,11 +57,11 @@ async def scripted_server(answered: list[bytes]) -> asyncio.Server:
 
 
 def test_every_answer_is_sorted_and_a_silent_server_times_out() -> None:
-    async def main() -> Arrivals:
+    async def main() -> overload.Arrivals:
         answered: list[bytes] = []
         server = await scripted_server(answered)
         port = server.sockets[0].getsockname()[1]
-        arrivals = Arrivals("127.0.0.1", port, BODY, timeout=0.5)
+        arrivals = overload.Arrivals("127.0.0.1", port, BODY, timeout=0.5)
         for _ in SCRIPT:
             arrivals.arrive()
             await asyncio.sleep(0.1)  # one at a time, so the script's order holds
@@ -82,3 +84,36 @@ def test_every_answer_is_sorted_and_a_silent_server_times_out() -> None:
     assert arrivals.waiting == 0
     # The second answer in two pieces waited for its last byte.
     assert max(arrivals.served) >= 0.05
+
+
+def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server may be closing it (uvicorn's keep-alive timeout): a request sent as
+    it closes would be counted as a failure of the server under test."""
+    monkeypatch.setattr(overload, "IDLE_REUSE_S", 0.2)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+
+    async def main() -> tuple[int, overload.Arrivals]:
+        connections = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(len(BODY))
+                    writer.write(answer)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        arrivals = overload.Arrivals("127.0.0.1", server.sockets[0].getsockname()[1], BODY)
+        for pause in (0.05, 0.05, 0.3, 0.05):  # reused, reused, new, reused
+            arrivals.arrive()
+            await asyncio.sleep(pause)
+        await asyncio.wait_for(arrivals.all_answered.wait(), 5)
+        arrivals.close()
+        server.close()
+        return connections, arrivals
+
+    connections, arrivals = asyncio.run(main())
+    assert len(arrivals.served) == 4 and not arrivals.failures
+    assert connections == 2
