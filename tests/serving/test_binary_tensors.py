@@ -12,6 +12,8 @@ import orjson
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import OIP_MODEL, instances, tensors
 from treesurv.core import schema
@@ -67,6 +69,41 @@ def test_the_codec_reads_and_writes_what_tritonclient_does() -> None:
 def test_broken_bytes_data_is_refused(raw: bytes, count: int, message: str) -> None:
     with pytest.raises(bt.BinaryDataError, match=message):
         bt.decode_bytes(raw, count)
+
+
+CATEGORIES = ("Acer saccharum", "Épicéa", "x", "Quercus rubra")  # one not ASCII, one byte
+OTHER_TEXT = ["", "Quercus", "Quercus rubra ", "a\x00\x00\x00b", "é" * 70, "y" * 300]
+
+
+@given(st.lists(st.sampled_from(CATEGORIES + tuple(OTHER_TEXT)), min_size=1, max_size=40))
+def test_category_codes_are_the_categories_text_decoding_finds(values: list[str]) -> None:
+    raw = bt.encode_bytes(values)
+    codes = bt.category_codes(raw, len(values), CATEGORIES)
+    if all(v in CATEGORIES for v in values):
+        assert codes is not None and codes.tolist() == [CATEGORIES.index(v) for v in values]
+    else:  # left to `decode_text`, which reads any text
+        assert codes is None
+        assert bt.decode_text(raw, len(values)) == values
+
+
+@given(
+    st.lists(st.sampled_from(CATEGORIES), min_size=1, max_size=12),
+    st.integers(min_value=0),
+    st.integers(min_value=0, max_value=255),
+    st.integers(min_value=-2, max_value=2),
+)
+def test_category_codes_never_read_broken_data_differently(
+    values: list[str], at: int, byte: int, count_off: int
+) -> None:
+    """One byte changed, or the wrong count: codes only when the byte-by-byte reader
+    reads the same categories from the same bytes."""
+    raw = bytearray(bt.encode_bytes(values))
+    raw[at % len(raw)] = byte
+    count = max(len(values) + count_off, 0)
+    codes = bt.category_codes(bytes(raw), count, CATEGORIES)
+    if codes is not None:
+        read = bt.decode_text(bytes(raw), count)  # would raise if the bytes do not tile
+        assert [CATEGORIES[c] for c in codes.tolist()] == read
 
 
 def test_text_must_be_utf8() -> None:

@@ -171,7 +171,7 @@ def test_the_plain_path_reads_what_the_request_models_read(study: pd.DataFrame) 
         plain = oip._plain_json(head, 1000)
         try:
             body = oip.parse_request(head)
-            values = oip.columns_from_tensors(body.inputs, 1000)
+            values = oip.tensor_values(body.inputs, 1000)  # JSON tensors: lists
         except oip.ProtocolError:
             assert plain is None, case  # an error: the request models' path names it
             continue

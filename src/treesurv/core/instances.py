@@ -56,24 +56,39 @@ CONSPECIFIC_EXPECTED = np.array(
 )
 
 
-def _codes(values: Sequence[Any], name: str) -> np.ndarray | None:
-    """Category codes, or None if a value is not one of the feature's categories."""
+Column = Sequence[Any] | np.ndarray | Coded  # what `checked_columns` takes
+
+
+def _codes(values: Column, name: str) -> np.ndarray | None:
+    """Category codes, or None if a value is not one of the feature's categories (a
+    `Coded` column holds them already: a binary tensor read straight into codes)."""
+    if isinstance(values, Coded):
+        return values.codes
+    if isinstance(values, np.ndarray):
+        return None  # numbers
     try:
         return np.array(list(map(CODES[name].__getitem__, values)), dtype=np.int64)
     except (KeyError, TypeError):  # unknown (or unhashable) value
         return None
 
 
-def _numbers(values: Sequence[Any], feature: schema.Feature) -> np.ndarray | None:
-    """The values as floats (None as NaN where the feature is nullable), or None if one
-    is of the wrong type or out of range."""
-    allowed = NUMBER_TYPES | {type(None)} if feature.nullable else NUMBER_TYPES
-    types = set(map(type, values))
-    if not types <= allowed:  # bool is not a number here
-        return None
-    if feature.whole and float in types:
-        return None  # 3.0 for a whole number: the request models decide
-    array = np.array(values, dtype=np.float64)
+def _numbers(values: Column, feature: schema.Feature) -> np.ndarray | None:
+    """The values as floats (None, or NaN in a float array, as missing where the feature
+    is nullable), or None if one is of the wrong type or out of range."""
+    if isinstance(values, Coded):
+        return None  # categories
+    if isinstance(values, np.ndarray):  # a binary tensor's floats
+        if feature.whole or values.dtype != np.float64:
+            return None  # as 3.0 in JSON for a whole number: the request models decide
+        array = values
+    else:
+        allowed = NUMBER_TYPES | {type(None)} if feature.nullable else NUMBER_TYPES
+        types = set(map(type, values))
+        if not types <= allowed:  # bool is not a number here
+            return None
+        if feature.whole and float in types:
+            return None  # 3.0 for a whole number: the request models decide
+        array = np.array(values, dtype=np.float64)
     present = ~np.isnan(array)
     low = -np.inf if feature.minimum is None else feature.minimum
     high = np.inf if feature.maximum is None else feature.maximum
@@ -149,12 +164,13 @@ def _rules_hold(columns: Mapping[str, Any], codes: Mapping[str, np.ndarray]) -> 
     )
 
 
-def checked_columns(values: Mapping[str, Sequence[Any]]) -> dict[str, Any] | None:
+def checked_columns(values: Mapping[str, Column]) -> dict[str, Any] | None:
     """Columns of equal length, one per feature (None where a value is missing; the
     plot optional), as `batch_columns` returns them (with the plot, when given), or
     None unless every row is a valid full-model instance. `values` holds what an
     instance would hold: the same rows as dicts would be accepted by the request
-    models with these values."""
+    models with these values. A numeric column may also be a float64 array (NaN:
+    missing) and a categorical one `Coded`, as a binary tensor is read."""
     columns: dict[str, Any] = {}
     codes: dict[str, np.ndarray] = {}
     for feature in schema.FEATURES:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,47 @@ def _elements(raw: bytes, count: int, text: bool) -> list[Any]:
     if pos != end:
         raise BinaryDataError(f"{end - pos} bytes left after the {count} BYTES elements")
     return out
+
+
+_ZEROS = b"\x00\x00\x00"  # the top bytes of the length prefix of an element under 256 bytes
+
+
+@lru_cache(maxsize=64)
+def _pieces(categories: tuple[str, ...]) -> tuple[dict[bytes, int], dict[bytes, int], np.ndarray]:
+    """What `category_codes` looks pieces up in: a category's bytes followed by the
+    first byte of the next element's length (code * 256 + that byte), a category's bytes
+    alone (the last element: its code), and each category's length in bytes."""
+    encoded = [c.encode("utf-8") for c in categories]
+    if any(not 0 < len(e) < 256 or _ZEROS in e for e in encoded):
+        return {}, {}, np.zeros(0, dtype=np.int64)  # never matches: read one by one
+    lengths = {len(e) for e in encoded}
+    middle = {e + bytes([n]): k * 256 + n for k, e in enumerate(encoded) for n in lengths}
+    last = {e: k for k, e in enumerate(encoded)}
+    return middle, last, np.array([len(e) for e in encoded], dtype=np.int64)
+
+
+def category_codes(raw: bytes, count: int, categories: Sequence[str]) -> np.ndarray | None:
+    """`count` BYTES elements that are all among `categories` (short strings), as their
+    indices there; None if they are not, or the data are not as declared (then
+    `decode_text` reads them one by one and names the problem).
+
+    Without a Python step per element: an element under 256 bytes has the length
+    prefix `n 0 0 0`, so splitting `raw` at three zero bytes gives the first length,
+    then each element followed by the next one's length, then the last element; each
+    piece is looked up whole. When every element is as long as its prefix says, the
+    pieces tile `raw` exactly as the prefixes declare."""
+    middle, last, lengths = _pieces(tuple(categories))
+    pieces = raw.split(_ZEROS)
+    if count < 1 or len(pieces) != count + 1 or len(pieces[0]) != 1:
+        return None
+    try:
+        found = np.fromiter(map(middle.__getitem__, pieces[1:-1]), dtype=np.int64, count=count - 1)
+        final = last[pieces[-1]]
+    except KeyError:  # not a category (or not followed by a category's length)
+        return None
+    codes = np.append(found >> 8, final)
+    declared = np.append(pieces[0][0], found & 0xFF)  # each element's length prefix
+    return codes if np.array_equal(declared, lengths[codes]) else None
 
 
 def decode_bytes(raw: bytes, count: int) -> list[bytes]:

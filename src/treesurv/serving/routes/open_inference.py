@@ -22,7 +22,7 @@ which names every problem.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from treesurv import __version__
 from treesurv.core import schema
+from treesurv.core.encoding import Coded
 from treesurv.core.errors import InputError
 from treesurv.core.instances import ColumnRows, checked_columns
 from treesurv.serving import binary_tensors as binary
@@ -409,19 +410,49 @@ def _missing_as_none(feature: schema.Feature, values: list[Any] | np.ndarray) ->
     return out
 
 
-def columns_from_tensors(
+# A tensor's values as read: a list (None where missing), or as a binary tensor is
+# read, float64 (NaN where missing) or category codes.
+TensorValues = list[Any] | np.ndarray | Coded
+
+
+def tensor_values(
     inputs: list[RequestInput], max_batch: int, data: bytes = b"", framed: bool = False
-) -> dict[str, list[Any]]:
-    """The values a V2 request carries, by input name, None where missing (`data`: the
-    binary part after the JSON object, `framed`: the request said where the JSON
-    ends); ProtocolError says what is wrong."""
+) -> dict[str, TensorValues]:
+    """The values a V2 request carries, by input name (`data`: the binary part after
+    the JSON object, `framed`: the request said where the JSON ends); ProtocolError
+    says what is wrong. `as_lists` turns them into lists."""
     by_name, flat = _checked(inputs, max_batch)
     shares = _binary_shares(inputs, data, framed)
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, TensorValues] = {}
     for name, tensor in by_name.items():
-        values = flat[name] if name in flat else _decoded(tensor, shares[name])
-        columns[name] = _missing_as_none(schema.FEATURES_BY_NAME[name], values)
+        feature = schema.FEATURES_BY_NAME[name]
+        if name in flat:
+            columns[name] = _missing_as_none(feature, flat[name])
+            continue
+        raw = shares[name]
+        if feature.kind == "categorical":  # BYTES: `_checked` says so
+            codes = binary.category_codes(raw, math.prod(tensor.shape), feature.categories)
+            if codes is not None:
+                columns[name] = Coded(codes)
+                continue
+        values = _decoded(tensor, raw)
+        columns[name] = values if isinstance(values, np.ndarray) else list(values)
     return columns
+
+
+def as_lists(values: Mapping[str, TensorValues]) -> dict[str, list[Any]]:
+    """The tensors' values as lists, None where missing; ProtocolError names the rows
+    of a NaN where the feature may not be missing."""
+    out: dict[str, list[Any]] = {}
+    for name, column in values.items():
+        feature = schema.FEATURES_BY_NAME[name]
+        if isinstance(column, Coded):
+            out[name] = list(map(feature.categories.__getitem__, column.codes.tolist()))
+        elif isinstance(column, np.ndarray):
+            out[name] = _missing_as_none(feature, column)
+        else:
+            out[name] = column
+    return out
 
 
 def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -430,7 +461,7 @@ def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-def full_model_tensors(columns: dict[str, list[Any]]) -> dict[str, Any] | None:
+def full_model_tensors(columns: Mapping[str, TensorValues]) -> dict[str, Any] | None:
     """The columns checked as a whole (`treesurv.core.instances`) when a request holds
     two or more rows, all valid for the full model; else None, and `validate_rows`
     checks each row and names every problem (one row is scored by the single-row
@@ -589,7 +620,7 @@ class _Read:
     row is valid for the full model (checked as columns), their probabilities."""
 
     body: InferenceRequest
-    values: dict[str, list[Any]]
+    values: Mapping[str, TensorValues]  # lists (`as_lists`) when not scored as columns
     probabilities: np.ndarray | None
 
 
@@ -645,10 +676,11 @@ def _read(
     body = plain[0] if plain else parse_request(head, framed)
     if served is None:
         return body
-    values = plain[1] if plain else columns_from_tensors(body.inputs, max_batch, data, framed)
+    values = plain[1] if plain else tensor_values(body.inputs, max_batch, data, framed)
     columns = full_model_tensors(values)
-    proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
-    return _Read(body, values, proba)
+    if columns is None:  # the rows are checked one by one, as lists
+        return _Read(body, as_lists(values), None)
+    return _Read(body, values, served.predictor.compiled.proba_columns(columns))
 
 
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:
@@ -682,17 +714,17 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         body, values = read.body, read.values
         wanted = requested_outputs(body)
         if read.probabilities is None:
-            instances = validate_rows(rows_of(values))
+            instances = validate_rows(rows_of(as_lists(values)))
     except ProtocolError as exc:
         return error_response(str(exc), exc.status)
-    logged: Sequence[Any]
     if read.probabilities is not None:  # every row valid for the full model: scored as columns
         probabilities = read.probabilities.tolist()
-        logged = ColumnRows(values)
+        # As lists only if the log asks, once the answer has gone.
+        logged: Callable[[], Sequence[Any]] = lambda: ColumnRows(as_lists(values))  # noqa: E731
     else:
         probabilities = await score(served.predictor, [i.__dict__ for i in instances])
-        logged = instances
-    account(request, served.version, "v2", FULL, probabilities, lambda: logged)
+        logged = lambda: instances  # noqa: E731
+    account(request, served.version, "v2", FULL, probabilities, logged)
     return _answer(served, body.id, wanted, probabilities)
 
 
