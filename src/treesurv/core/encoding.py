@@ -124,15 +124,18 @@ class EncoderParams:
         return cls(features, bool(spec["cell_z"]), mean, slope, std, site)
 
 
-_SPECIES_INDEX = {c: i for i, c in enumerate(schema.SPECIES)}
-_SOIL_INDEX = {c: i for i, c in enumerate(schema.SOIL_SOURCES)}
+# Each categorical feature's codes: a category's index in the schema's order.
+CODES: dict[str, dict[str, int]] = {
+    name: {c: i for i, c in enumerate(schema.FEATURES_BY_NAME[name].categories)}
+    for name in schema.CATEGORICAL
+}
 N_CELLS = len(schema.SPECIES) * len(schema.SOIL_SOURCES)
 
 
 def _codes(values: Sequence[Any] | np.ndarray | Coded, feature: str) -> np.ndarray:
     if isinstance(values, Coded):
         return values.codes
-    index = {c: i for i, c in enumerate(schema.FEATURES_BY_NAME[feature].categories)}
+    index = CODES[feature]
     try:
         return np.fromiter((index[v] for v in values), dtype=np.intp, count=len(values))
     except KeyError as exc:
@@ -319,6 +322,7 @@ class RowEncoder:
         self._slope = params.cell_slope.tolist()
         self._std = params.cell_std.tolist()
         self._n_soils = len(schema.SOIL_SOURCES)
+        self._species, self._soils = CODES["Species"], CODES["Soil"]
 
     def encode(self, row: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
         x = np.zeros(self.width) if out is None else out
@@ -334,7 +338,7 @@ class RowEncoder:
                 x[self._emf_pos] = EMF_FILL
             x[self._emf_flag] = 1.0 if emf_missing else 0.0
         if self._z:
-            cell = _SPECIES_INDEX[row["Species"]] * self._n_soils + _SOIL_INDEX[row["Soil"]]
+            cell = self._species[row["Species"]] * self._n_soils + self._soils[row["Soil"]]
             means, slopes, stds = self._mean[cell], self._slope[cell], self._std[cell]
             light = float(row["Light_ISF"])
             for j, (name, pos) in enumerate(self._z):

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from treesurv.core import schema
-from treesurv.core.encoding import Coded
+from treesurv.core.encoding import CODES, Coded
 
 NUMBER_TYPES = frozenset({int, float})
 
@@ -31,11 +31,6 @@ def _categories(name: str) -> tuple[str, ...]:
     return schema.FEATURES_BY_NAME[name].categories
 
 
-def _code_table(*names: str) -> dict[str, dict[str, int]]:
-    return {n: {c: i for i, c in enumerate(_categories(n))} for n in names}
-
-
-CODES = _code_table(*schema.CATEGORICAL)
 # The cross-field rules (schema.RULES) as lookup tables over category codes, built
 # from the schema's own functions.
 AMF = np.array([schema.SPECIES_MYCO[s] == "AMF" for s in _categories("Species")])
