@@ -8,7 +8,10 @@ not wait for answers, as with many independent clients), while a prober asks
 admission bounds and with the bounds lifted (every request queued), side by side.
 Afterwards: how soon `/readyz` answers and a batch is as fast as unloaded again.
 
-    python bench/overload.py [--duration 15] [--factor 10] [--record]
+The bounded server is measured three times in a row (`--rounds`) and the round with
+the median served ratio reported: this machine is shared, and one run moves.
+
+    python bench/overload.py [--duration 15] [--factor 10] [--rounds 3] [--record]
 """
 
 from __future__ import annotations
@@ -336,7 +339,12 @@ def shed_reasons(base: str) -> dict[str, float]:
     }
 
 
-def run(duration: float, factor: float, connections: int, model: Path) -> dict[str, Any]:
+def run(
+    duration: float, factor: float, connections: int, model: Path, rounds: int = 3
+) -> dict[str, Any]:
+    """Each server measured unloaded then overloaded, `rounds` times in a row (once
+    without bounds: its backlog takes a minute to clear); the round with the median
+    served ratio is reported, the others' ratios beside it (this machine is shared)."""
     import uvloop
 
     body = load.batch_body(ROWS).encode()
@@ -348,25 +356,34 @@ def run(duration: float, factor: float, connections: int, model: Path) -> dict[s
         "client_timeout_s": TIMEOUT_S,
         "recovery_limit_s": RECOVERY_LIMIT_S,
     }
-    for name, env in (("admission", {}), ("unbounded", UNBOUNDED)):
+    for name, env, times in (("admission", {}, rounds), ("unbounded", UNBOUNDED, 1)):
         port = load.free_port()
         proc = load.start("real", port, model, env)
         base = f"http://127.0.0.1:{port}"
+        measured: list[dict[str, Any]] = []
         try:
             asyncio.run(closed_loop(base, body, connections, 2.0))  # warm-up
-            unloaded = asyncio.run(closed_loop(base, body, connections, duration))
-            rate = factor * unloaded["rps"]
-            loaded = uvloop.run(open_loop(base, body, rate, duration, proc.pid))
-            back = asyncio.run(recovery(base, body, unloaded["p50_ms"]))
-            loaded["shed_by_reason"] = shed_reasons(base)
+            for _ in range(times):
+                unloaded = asyncio.run(closed_loop(base, body, connections, duration))
+                rate = factor * unloaded["rps"]
+                loaded = uvloop.run(open_loop(base, body, rate, duration, proc.pid))
+                back = asyncio.run(recovery(base, body, unloaded["p50_ms"]))
+                loaded["shed_by_reason"] = shed_reasons(base)  # since the server started
+                measured.append(
+                    {
+                        "unloaded": unloaded,
+                        "overload": loaded,
+                        "recovered_s": back,
+                        "served_ratio": loaded["served_rows_per_s"] / unloaded["rows_per_s"],
+                        "p99_ratio": loaded["served_p99_ms"] / unloaded["p99_ms"],
+                    }
+                )
         finally:
             load.stop(proc)
+        ranked = sorted(measured, key=lambda m: m["served_ratio"])
         out[name] = {
-            "unloaded": unloaded,
-            "overload": loaded,
-            "recovered_s": back,
-            "served_ratio": loaded["served_rows_per_s"] / unloaded["rows_per_s"],
-            "p99_ratio": loaded["served_p99_ms"] / unloaded["p99_ms"],
+            **ranked[len(ranked) // 2],
+            "rounds": [{k: m[k] for k in ("served_ratio", "p99_ratio")} for m in measured],
         }
     return out
 
@@ -390,6 +407,11 @@ def report(summary: dict[str, Any]) -> str:
             f"{o['server_cores']:>9.2f}/{o['client_cores']:.2f}  "
             f"{o['shed_by_reason']}"
         )
+    rounds = summary["admission"]["rounds"]
+    lines.append(
+        "admission rounds, served ratio (p99 ratio): "
+        + ", ".join(f"{r['served_ratio']:.2f} ({r['p99_ratio']:.2f})" for r in rounds)
+    )
     return "\n".join(lines)
 
 
@@ -397,11 +419,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="Of the bounded server.")
     parser.add_argument("--connections", type=int, default=4, help="Clients of the unloaded run.")
     parser.add_argument("--model", type=Path, default=load.DEFAULT_MODEL)
     parser.add_argument("--record", action="store_true", help="Merge into bench/results.json.")
     args = parser.parse_args()
-    summary = run(args.duration, args.factor, args.connections, args.model)
+    summary = run(args.duration, args.factor, args.connections, args.model, args.rounds)
     print(report(summary))
     if args.record:
         record("overload", summary)

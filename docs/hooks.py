@@ -716,12 +716,16 @@ def _bench_overload(r: dict[str, Any]) -> str:
             ]
         )
     x_admission = (o.get("admission") or {}).get("overload") or {}
+    rounds = (o.get("admission") or {}).get("rounds") or []
+    spread = ", ".join(_num(r.get("served_ratio"), 2) for r in rounds) or "–"
     note = (
         f"{_num(o.get('factor'), 0)}× the unloaded request rate of {_num(o.get('rows'))}-row "
         f"batches for {_num(o.get('duration_s'), 0)} s, one worker, open loop; a client "
         f"gives up after {_num(o.get('client_timeout_s'), 0)} s. The load generator took "
         f"{_num(x_admission.get('client_cores'), 2)} of the two cores under overload, the "
-        f"server {_num(x_admission.get('server_cores'), 2)}. Measured {o.get('measured', '–')}."
+        f"server {_num(x_admission.get('server_cores'), 2)}. With admission control, the round "
+        f"with the median served ratio of {len(rounds)} (served ratios {spread}). "
+        f"Measured {o.get('measured', '–')}."
     )
     header = [
         "server",
