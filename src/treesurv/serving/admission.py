@@ -13,10 +13,10 @@ balancer or an HPA sees the overload instead of timeouts.
   200 bytes a row): when the requests in flight and waiting would hold more than
   `max_pending_bytes`, a new one is shed, so one huge batch counts as what it costs.
 - A request that has waited `queue_timeout` seconds is dropped before it is computed.
-- A shed request is answered before its body is read: the server reads and drops the
-  rest of the body itself and keeps the connection (uvicorn does, as HTTP/1.1 allows
-  an early final answer), so a refusal costs a few microseconds, not the reading of
-  the body it refuses.
+- A shed request is answered before its body is read: the route does not wait for
+  the body it refuses. uvicorn reads and drops the rest itself and keeps the
+  connection, as HTTP/1.1 allows an early final answer (closing instead would reset
+  the client); that reading is most of what a refusal costs.
 - The web page's file upload (`exempt` paths) has its own gate, `UploadGate`: a file
   of megabytes, sent at the client's pace and scored for seconds in a thread, would
   otherwise hold a slot and the byte budget of the prediction routes.

@@ -435,8 +435,7 @@ def tensor_values(
             if codes is not None:
                 columns[name] = Coded(codes)
                 continue
-        values = _decoded(tensor, raw)
-        columns[name] = values if isinstance(values, np.ndarray) else list(values)
+        columns[name] = _decoded(tensor, raw)  # text (not NaN), or floats
     return columns
 
 
@@ -620,7 +619,7 @@ class _Read:
     row is valid for the full model (checked as columns), their probabilities."""
 
     body: InferenceRequest
-    values: Mapping[str, TensorValues]  # lists (`as_lists`) when not scored as columns
+    values: Mapping[str, TensorValues]  # as read; `as_lists` makes them lists
     probabilities: np.ndarray | None
 
 
@@ -678,9 +677,8 @@ def _read(
         return body
     values = plain[1] if plain else tensor_values(body.inputs, max_batch, data, framed)
     columns = full_model_tensors(values)
-    if columns is None:  # the rows are checked one by one, as lists
-        return _Read(body, as_lists(values), None)
-    return _Read(body, values, served.predictor.compiled.proba_columns(columns))
+    proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
+    return _Read(body, values, proba)
 
 
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:
