@@ -40,6 +40,9 @@ PARALLEL_MIN_ROWS = 2048
 INDEX = np.int32
 KERNEL_INDEX = np.uint32
 INDEX_MIN, INDEX_MAX = -(2**31), 2**31 - 1
+# Feature numbers and the single-row walk's child offsets: the narrowest that fits.
+UNSIGNED: tuple[type[np.integer[Any]], ...] = (np.uint8, np.uint16, KERNEL_INDEX)
+SIGNED: tuple[type[np.integer[Any]], ...] = (np.int8, np.int16, INDEX)
 TREE_FIELDS = ("feature", "threshold", "left", "right", "value", "missing_left", "roots")
 
 
@@ -203,7 +206,7 @@ class Trees:
         left = np.where(leaf, here, left)
         right = np.where(leaf, here, right)
         return Trees(
-            feature=np.where(leaf, 0, feature).astype(_narrow_unsigned(feature)),
+            feature=np.where(leaf, 0, feature).astype(_narrowest(feature, UNSIGNED)),
             threshold=np.ascontiguousarray(threshold),
             left=left.astype(KERNEL_INDEX),
             right=right.astype(KERNEL_INDEX),
@@ -212,7 +215,7 @@ class Trees:
             roots=np.ascontiguousarray(roots, dtype=KERNEL_INDEX),
             float32=self.float32,
             depth=_tree_depths(left, right, roots),
-            offset=offset.astype(_narrow(offset)),
+            offset=offset.astype(_narrowest(offset, SIGNED)),
         )
 
     @property
@@ -426,20 +429,14 @@ def _trees(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Trees:
     )
 
 
-def _narrow(values: np.ndarray) -> type[np.signedinteger[Any]]:
-    top = int(np.max(np.abs(values), initial=0))
-    for kind in (np.int8, np.int16):
-        if top < np.iinfo(kind).max:
+def _narrowest(values: np.ndarray, kinds: tuple[type[np.integer[Any]], ...]) -> type[Any]:
+    """The first of `kinds` that holds every value, else the last one."""
+    low, high = int(np.min(values, initial=0)), int(np.max(values, initial=0))
+    for kind in kinds[:-1]:
+        info = np.iinfo(kind)
+        if info.min <= low and high <= info.max:
             return kind
-    return INDEX
-
-
-def _narrow_unsigned(values: np.ndarray) -> type[np.unsignedinteger[Any]]:
-    top = int(np.max(values, initial=0))
-    for kind in (np.uint8, np.uint16):
-        if top <= np.iinfo(kind).max:
-            return kind
-    return KERNEL_INDEX
+    return kinds[-1]
 
 
 def _tree_depths(left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.ndarray:
