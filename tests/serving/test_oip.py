@@ -108,7 +108,8 @@ def test_infer_errors_follow_the_protocol(client: TestClient, change: Any, messa
 
 
 def test_infer_envelope_errors(client: TestClient) -> None:
-    for body in ({"inputs": []}, {"inputs": 3}, {}, [1]):
+    bodies: tuple[Any, ...] = ({"inputs": []}, {"inputs": 3}, {}, [1])
+    for body in bodies:
         r = client.post(f"{MODEL}/infer", json=body)
         assert r.status_code == 400, body
         assert r.json()["error"]
@@ -120,10 +121,33 @@ def test_infer_envelope_errors(client: TestClient) -> None:
     assert r.status_code == 400 and "1 to 1000 rows" in r.json()["error"]
 
 
+@pytest.mark.parametrize("rows", [1, 200])  # 200 rows: read in a worker thread
+def test_infer_on_a_model_not_served(client: TestClient, rows: int) -> None:
+    # The protocol's order: a malformed body is a 400 whatever the model's name; a
+    # well-formed one for a model or version not served is a 404.
+    inputs = tensors([schema.EXAMPLE] * rows)
+    r = client.post("/v2/models/iris/infer", json={"inputs": inputs})
+    assert r.status_code == 404 and "unknown model 'iris'" in r.json()["error"]
+    r = client.post(f"{MODEL}/versions/9.9.9/infer", json={"inputs": inputs})
+    assert r.status_code == 404 and "no version '9.9.9'" in r.json()["error"]
+    r = client.post("/v2/models/iris/infer", json={"inputs": 3})
+    assert r.status_code == 400 and r.json()["error"]
+    r = client.post("/v2/models/iris/infer", content=b'{"inputs": [' + b" " * 20_000)
+    assert r.status_code == 400 and r.json()["error"]
+
+
+def test_infer_without_a_model_is_503_once_parsed(make_client: Any, tmp_path: Path) -> None:
+    client = make_client(tmp_path / "nothing-here")
+    r = client.post(f"{MODEL}/infer", json={"inputs": tensors([schema.EXAMPLE])})
+    assert r.status_code == 503 and "not ready" in r.json()["error"]
+    r = client.post(f"{MODEL}/infer", json={"inputs": 3})
+    assert r.status_code == 400
+
+
 def _plain_cases(rows: list[dict[str, Any]]) -> list[Any]:
     """A valid infer request and what clients change in one: each is read by the
     plain path or left to the request models."""
-    base = {"id": "r1", "inputs": tensors(rows)}
+    base: dict[str, Any] = {"id": "r1", "inputs": tensors(rows)}
 
     def changed(index: int, **fields: Any) -> dict[str, Any]:
         inputs = [dict(t) for t in base["inputs"]]

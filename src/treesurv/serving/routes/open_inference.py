@@ -664,18 +664,20 @@ def _plain_json(
     return body, flat
 
 
-def _read(
-    head: bytes, data: bytes, framed: bool, max_batch: int, served: Served | None
-) -> _Read | InferenceRequest:
-    """Parse, check and (all rows valid for the full model) score an infer request, in
-    the order the protocol answers: a malformed body is a 400 whatever the model's
-    name (ProtocolError from here), so without a model to use (`served` None: the
-    caller answers 404 or 503) the parsed JSON part alone is returned."""
+def _parsed(
+    head: bytes, framed: bool, max_batch: int
+) -> tuple[InferenceRequest, Mapping[str, TensorValues] | None]:
+    """The JSON part of an infer request, and the tensors' values when the common
+    plain-JSON reader took it (else None): a malformed body is a ProtocolError (400)."""
     plain = None if framed else _plain_json(head, max_batch)
-    body = plain[0] if plain else parse_request(head, framed)
-    if served is None:
-        return body
-    values = plain[1] if plain else tensor_values(body.inputs, max_batch, data, framed)
+    return plain or (parse_request(head, framed), None)
+
+
+def _read(head: bytes, data: bytes, framed: bool, max_batch: int, served: Served) -> _Read:
+    """Parse, check and (all rows valid for the full model) score an infer request."""
+    body, values = _parsed(head, framed, max_batch)
+    if values is None:
+        values = tensor_values(body.inputs, max_batch, data, framed)
     columns = full_model_tensors(values)
     proba = None if columns is None else served.predictor.compiled.proba_columns(columns)
     return _Read(body, values, proba)
@@ -694,21 +696,20 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
             head, data = binary.split_body(raw, header)
         except binary.BinaryDataError as exc:
             raise ProtocolError(str(exc)) from None
-        try:
-            served: Served | None = _served(request, model_name, version)
-            unserved = None
-        except ProtocolError as exc:
-            served, unserved = None, exc
-        args = (head, data, header is not None, settings_of(request).max_batch, served)
+        framed, max_batch = header is not None, settings_of(request).max_batch
         # A large request is parsed, checked and scored in a worker thread, as on /v1:
         # the event loop goes on reading requests and answering probes meanwhile.
-        read = (
-            _read(*args)
-            if len(raw) < THREADPOOL_MIN_BYTES
-            else await run_in_threadpool(_read, *args)
-        )
-        if served is None or not isinstance(read, _Read):  # 404 or 503, once parsed
-            raise unserved or ProtocolError("model not ready", 503)
+        inline = len(raw) < THREADPOOL_MIN_BYTES
+        try:
+            served = _served(request, model_name, version)
+        except ProtocolError:
+            # The protocol's order: a malformed body is a 400 whatever the model's name,
+            # so the body is parsed before the 404 or 503 is answered.
+            args = (head, framed, max_batch)
+            _ = _parsed(*args) if inline else await run_in_threadpool(_parsed, *args)
+            raise
+        read_args = (head, data, framed, max_batch, served)
+        read = _read(*read_args) if inline else await run_in_threadpool(_read, *read_args)
         body, values = read.body, read.values
         wanted = requested_outputs(body)
         if read.probabilities is None:
