@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,8 @@ from treesurv.inference.predictor import FastPredictor  # noqa: E402
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    records = frame[list(schema.FEATURE_NAMES)].to_dict("records")
+    # The columns are the features' names: str keys (pandas-stubs type them Hashable).
+    records = cast(list[dict[str, Any]], frame[list(schema.FEATURE_NAMES)].to_dict("records"))
     return [{k: (None if schema.is_missing(v) else v) for k, v in r.items()} for r in records]
 
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -60,7 +60,9 @@ KEY = "soak-admin-key-0123456789"
 
 def random_instance(rng: random.Random) -> dict[str, Any]:
     """A valid seedling: categories from one rule branch of the schema, numbers in range."""
-    branch = rng.choice(rule_branches())["properties"]
+    # Each branch is a JSON Schema object whose "properties" map a feature to its schema.
+    branches = cast(list[dict[str, Any]], rule_branches())
+    branch: dict[str, dict[str, Any]] = rng.choice(branches)["properties"]
     row: dict[str, Any] = {}
     for feature in schema.FEATURES:
         fixed = branch.get(feature.name, {})

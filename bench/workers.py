@@ -61,7 +61,8 @@ def run(rounds: int, duration: float, model: Path) -> dict[str, Any]:
         ("batch_1000", load.batch_body(1000), 16),
     ):
         # Alternate which count runs first, so neither always gets the warmer machine.
-        one, two = [], []
+        one: list[dict[str, Any]] = []
+        two: list[dict[str, Any]] = []
         for r in range(rounds):
             order = (1, 2) if r % 2 == 0 else (2, 1)
             for workers in order:

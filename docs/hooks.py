@@ -35,7 +35,10 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import typer.core
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -262,13 +265,23 @@ def gen_params(_: str) -> str:
 # --- the command line ------------------------------------------------------------------
 
 
-def gen_cli(_: str) -> str:
-    # Duck-typed: Typer ships its own copy of click, so no isinstance checks on click's classes.
+def _command_group(app: Any) -> typer.core.TyperGroup:
+    """The click command group behind the Typer app (its subcommands can be listed)."""
+    import typer.core
     import typer.main
 
+    root = typer.main.get_command(app)
+    if not isinstance(root, typer.core.TyperGroup):
+        raise TypeError(f"the treesurv app is a {type(root).__name__}, not a command group")
+    return root
+
+
+def gen_cli(_: str) -> str:
+    # Duck-typed below: Typer ships its own copy of click, so no isinstance checks on
+    # click's classes (only on Typer's group, for the root).
     from treesurv.cli.main import app
 
-    root = typer.main.get_command(app)
+    root = _command_group(app)
     out: list[str] = []
 
     def context(command: Any, name: str) -> Any:
@@ -978,11 +991,9 @@ def _check_readme() -> None:
             log.warning(
                 "README.md: the %s row should read %s (metrics.json test.%s)", label, expected, key
             )
-    import typer.main
-
     from treesurv.cli.main import app
 
-    root = typer.main.get_command(app)
+    root = _command_group(app)
     ctx = root.context_class(root, info_name="treesurv")
     tree = readme.split("```text", 1)[-1].split("```", 1)[0]
     for name in root.list_commands(ctx):

@@ -75,7 +75,7 @@ best[["candidate", "roc_auc", "brier", "log_loss", "ece", "roc_auc_fold_std"]].r
 # %%
 chosen = report["chosen"]["candidate"]
 assert best.loc[0, "candidate"] == chosen, (best.loc[0, "candidate"], chosen)
-print(f"selected by {select_by}: {chosen}, cross-validated ROC AUC {best.loc[0, 'roc_auc']:.3f}")
+print(f"selected by {select_by}: {chosen}, cross-validated ROC AUC {best['roc_auc'].iloc[0]:.3f}")
 
 # %% [markdown]
 # ## Fold to fold

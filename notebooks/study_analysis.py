@@ -27,6 +27,7 @@
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -36,6 +37,7 @@ from treesurv.core import schema
 from treesurv.core.config import Params
 from treesurv.core.files import read_table
 from treesurv.core.split import model_frame
+from treesurv.inference.bundle import EXPLORE_JSON
 from treesurv.training import exploration as ex
 
 # The repository's root (where params.yaml is): the working directory or above it.
@@ -45,17 +47,17 @@ params = Params.load()
 paths = params.paths
 raw = read_table(paths.raw)
 study = model_frame(pd.read_parquet(paths.validated))
-written = json.loads((paths.explore / ex.JSON_FILE).read_text())
+written = json.loads((paths.explore / EXPLORE_JSON).read_text())
 stage = {s["id"]: s for s in written["sections"]}
 
 
-def show(section: dict) -> pd.DataFrame:
+def show(section: dict[str, Any]) -> pd.DataFrame:
     """A section's sentence, and its table as a frame."""
     display(Markdown(f"**{section['title']}.** {section['sentence']}"))
     return pd.DataFrame(section["table"]["rows"], columns=section["table"]["columns"])
 
 
-def same_as_the_stage(section: dict) -> None:
+def same_as_the_stage(section: dict[str, Any]) -> None:
     """What this notebook computed equals what the explore stage wrote."""
     assert json.loads(json.dumps(section)) == stage[section["id"]], section["id"]
 

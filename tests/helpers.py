@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -139,8 +139,8 @@ def frame_of(*rows: dict[str, Any]) -> pd.DataFrame:
 
 
 # The days a census could find a seedling dead (the study's own grid), and its end.
-CENSUS_DAYS = (14.0, 24.5, 28.0, 38.5, 42.0, 45.5, 49.0, 52.5, 56.0, 59.5, 63.0, 66.5)
-CENSUS_DAYS += (73.5, 80.5, 87.5, 94.5, 101.5)
+CENSUS_DAYS: tuple[float, ...] = (14.0, 24.5, 28.0, 38.5, 42.0, 45.5, 49.0, 52.5, 56.0, 59.5)
+CENSUS_DAYS += (63.0, 66.5, 73.5, 80.5, 87.5, 94.5, 101.5)
 LAST_DAY = 115.5
 _SOIL_MYCO = {
     "Acer rubrum": "AMF",
@@ -427,9 +427,15 @@ EXPLORE_SECTIONS = [
 ]
 
 
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """`frame.to_dict("records")`, typed with the str keys the frames here have
+    (pandas-stubs type a record's keys as Hashable, whatever the columns)."""
+    return cast(list[dict[str, Any]], frame.to_dict("records"))
+
+
 def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of a typed frame as API instances (EMF missing -> null)."""
-    rows = frame[list(schema.FEATURE_NAMES)].to_dict("records")
+    rows = records(frame[list(schema.FEATURE_NAMES)])
     return [{k: (None if schema.is_missing(v) else v) for k, v in r.items()} for r in rows]
 
 

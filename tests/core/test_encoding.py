@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import records
 from treesurv.core import schema
 from treesurv.core.encoding import RowEncoder, encode, fit_encoder
 from treesurv.core.validation import validate
@@ -22,7 +23,7 @@ def test_row_encoder_equals_column_encoder(small_frame: pd.DataFrame) -> None:
     params = fit_encoder(frame)
     matrix = encode(params, frame)
     fast = RowEncoder(params)
-    for i, row in enumerate(frame[list(schema.FEATURE_NAMES)].to_dict("records")):
+    for i, row in enumerate(records(frame[list(schema.FEATURE_NAMES)])):
         row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
         np.testing.assert_array_equal(fast.encode(row), matrix[i])
 
@@ -32,11 +33,9 @@ def test_row_encoder_equals_on_study_rows(study: pd.DataFrame) -> None:
     params = fit_encoder(frame)
     matrix = encode(params, frame)
     fast = RowEncoder(params)
-    records = frame[list(schema.FEATURE_NAMES)].to_dict("records")
-    for i in range(0, len(records), 7):
-        row = {
-            k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in records[i].items()
-        }
+    rows = records(frame[list(schema.FEATURE_NAMES)])
+    for i in range(0, len(rows), 7):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rows[i].items()}
         np.testing.assert_allclose(fast.encode(row), matrix[i], rtol=0, atol=1e-12)
 
 

@@ -174,7 +174,10 @@ def test_a_repeated_key_takes_its_last_value_as_the_request_models_parser_does()
 
 
 def test_column_rows_read_columns_as_instance_dicts() -> None:
-    values = {"Species": ["Acer saccharum", "Quercus rubra"], "EMF": [None, 12.5]}
+    values: dict[str, list[Any]] = {
+        "Species": ["Acer saccharum", "Quercus rubra"],
+        "EMF": [None, 12.5],
+    }
     rows = ColumnRows(values)
     assert len(rows) == 2
     assert rows[0] == {"Species": "Acer saccharum", "EMF": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pytest
@@ -60,7 +61,7 @@ def test_out_of_range(small_frame: pd.DataFrame, column: str, value: str) -> Non
 
 
 def test_duplicate_id_reports_both_rows(small_frame: pd.DataFrame) -> None:
-    small_frame.loc[6, "No"] = small_frame.loc[1, "No"]
+    small_frame.loc[6, "No"] = cast(str, small_frame.loc[1, "No"])  # the ids are text
     issues = issues_of(small_frame)
     assert [(i.line, i.column) for i in issues] == [(3, "No"), (8, "No")]
     assert all("duplicate" in i.rule for i in issues)
@@ -116,7 +117,7 @@ def test_every_problem_reported_at_once(small_frame: pd.DataFrame) -> None:
     small_frame.loc[2, "Light_ISF"] = "7"
     small_frame.loc[3, "Event"] = "3"
     clean, report = validate(small_frame, "test")
-    assert sorted(i.line for i in report.issues) == [2, 3, 4, 5]
+    assert sorted(cast(int, i.line) for i in report.issues) == [2, 3, 4, 5]  # row issues
     assert len(clean) == 4 and not report.ok
 
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 import yaml
@@ -26,7 +26,8 @@ def workflow(name: str) -> dict[Any, Any]:
 
 
 def triggers(wf: dict[Any, Any]) -> dict[str, Any]:
-    return dict(wf.get("on", wf.get(True)))  # YAML 1.1 reads a bare `on` as True
+    # YAML 1.1 reads a bare `on` as True; a workflow's triggers are a mapping.
+    return dict(cast(dict[str, Any], wf.get("on", wf.get(True))))
 
 
 def run_lines(wf: dict[Any, Any]) -> str:

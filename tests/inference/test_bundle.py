@@ -94,7 +94,7 @@ def test_swap_during_a_read_gives_a_whole_bundle(
     staging = tmp_path / "next"
     build_bundle(staging, study, "2.0.0", trees=4, seed=1)
     real_read = bundle_mod._read_at
-    swapped = []
+    swapped: list[bool] = []
 
     def read_then_swap(dir_fd: int, name: str, limit: int) -> bytes:
         data = real_read(dir_fd, name, limit)

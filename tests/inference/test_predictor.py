@@ -11,7 +11,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 
-from tests.helpers import classifier_zoo
+from tests.helpers import classifier_zoo, records
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
 from treesurv.inference.predictor import FastPredictor, PredictorError, dumps, loads
@@ -49,7 +49,7 @@ def test_fast_predictor_single_and_batch_agree(study_xy: tuple[pd.DataFrame, np.
     fast = FastPredictor(loads(files["predictor.json"], files["predictor.npz"]))
     rows = [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-        for r in frame[list(schema.FEATURE_NAMES)].head(50).to_dict("records")
+        for r in records(frame[list(schema.FEATURE_NAMES)].head(50))
     ]
     batch = fast.predict_rows(rows)
     singles = np.array([fast.predict_one(r) for r in rows])

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers import classifier_zoo
+from tests.helpers import classifier_zoo, records
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
 from treesurv.inference.predictor import (
@@ -41,7 +41,7 @@ def test_predict_one_equals_the_sklearn_model(
     sample = frame.sample(300, random_state=0)
     rows = [
         {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
-        for r in sample[list(schema.FEATURE_NAMES)].to_dict("records")
+        for r in records(sample[list(schema.FEATURE_NAMES)])
     ]
     expected = model.predict_proba(encode(params, sample))[:, 1]
     singles = np.array([fast.predict_one(r) for r in rows])
@@ -112,7 +112,7 @@ def test_any_node_order_is_laid_out_depth_first(
     b = loads(*dumps(spec, shuffled).values())
     np.testing.assert_array_equal(a.proba_columns(frame), b.proba_columns(frame))
     x = FastPredictor(b)
-    rows = frame[list(schema.FEATURE_NAMES)].head(20).to_dict("records")
+    rows = records(frame[list(schema.FEATURE_NAMES)].head(20))
     for row, expected in zip(rows, a.proba_columns(frame.head(20)), strict=True):
         clean = {k: (None if schema.is_missing(v) else v) for k, v in row.items()}
         assert x.predict_one(clean) == pytest.approx(expected, abs=1e-12)

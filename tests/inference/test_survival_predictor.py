@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
+from tests.helpers import records
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
 from treesurv.inference.predictor import (
@@ -62,7 +63,7 @@ def test_parity_with_sksurv_on_every_row(
     # Dict instances (the API's path) and large batches (the parallel kernel): same numbers.
     rows = [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-        for r in frame[list(features)].to_dict("records")
+        for r in records(frame[list(features)])
     ]
     np.testing.assert_array_equal(predictor.survival_at(rows, days), got)
     big = pd.concat([frame] * 2, ignore_index=True)

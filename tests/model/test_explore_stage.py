@@ -3,6 +3,7 @@ valid JSON for `dvc plots`, and the report inside the bundle."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -11,8 +12,7 @@ import yaml
 
 from tests.helpers import EXPLORE_SECTIONS
 from treesurv.core import schema
-from treesurv.inference.bundle import read_bundle
-from treesurv.training import exploration as ex
+from treesurv.inference.bundle import EXPLORE_HTML, EXPLORE_JSON, read_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_report_has_every_section_with_its_figure_and_sentence(pipeline_project:
     for s in report["sections"]:
         assert (folder / s["figure"]).read_bytes().startswith(b"\x89PNG"), s["id"]
         assert f'<img src="{s["figure"]}"' in page
-        assert f"<figcaption>{ex.html.escape(s['sentence'])}</figcaption>" in page
+        assert f"<figcaption>{html.escape(s['sentence'])}</figcaption>" in page
     assert report["source"]["rows"] == 2364
     # The numbers behind the sentences are the data's.
     design = report["sections"][0]
@@ -36,7 +36,7 @@ def test_report_has_every_section_with_its_figure_and_sentence(pipeline_project:
     assert importance["rows"] == report["source"]["test_rows"]
     assert {f["feature"] for f in importance["features"]} == set(schema.FEATURE_NAMES)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [ex.HTML_FILE, ex.JSON_FILE, *(s["figure"] for s in report["sections"])]
+        [EXPLORE_HTML, EXPLORE_JSON, *(s["figure"] for s in report["sections"])]
     )
 
 

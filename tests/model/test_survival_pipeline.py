@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import run
+from tests.helpers import records, run
 from treesurv.core import schema
 from treesurv.core.config import VARIANTS
 from treesurv.inference.bundle import load_verified, require_complete
@@ -116,7 +116,7 @@ def test_survival_parity_with_sksurv_on_every_real_row(
         assert np.max(np.abs(predictor.survival_at(features, days) - expected)) < 1e-6
     rows = [
         {k: (None if schema.is_missing(v) else v) for k, v in r.items()}
-        for r in with_plot.head(300).astype({schema.SITE.name: object}).to_dict("records")
+        for r in records(with_plot.head(300).astype({schema.SITE.name: object}))
     ]
     expected = np.vstack(
         [fn(days) for fn in pipeline.predict_survival_function(with_plot.head(300))]

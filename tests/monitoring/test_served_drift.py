@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import BIN, free_port, request, running
+from tests.helpers import BIN, free_port, records, request, running
 from tests.helpers import drift_cli as drift
 from treesurv.core import schema
 from treesurv.monitoring.prediction_log.reader import read_log
@@ -34,7 +34,7 @@ def shift_light_and_soil(rows: pd.DataFrame) -> pd.DataFrame:
 def as_instances(rows: pd.DataFrame) -> list[dict[str, Any]]:
     frame = rows[list(schema.FEATURE_NAMES)].astype(object)
     frame = frame.where(frame.notna(), None)
-    return frame.to_dict("records")  # type: ignore[return-value]
+    return records(frame)
 
 
 def tensors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -62,4 +62,4 @@ def make_client() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def client(make_client: Callable[..., Any], bundle_v1: Path) -> TestClient:
-    return make_client(bundle_v1)  # type: ignore[no-any-return]
+    return make_client(bundle_v1)

@@ -34,7 +34,7 @@ class Held:
 
 
 def gate(inner: Any, metrics: Metrics, **bounds: Any) -> Admission:
-    options = {"max_concurrency": 1, "max_queue": 1, "max_pending_bytes": 10_000}
+    options: dict[str, float] = {"max_concurrency": 1, "max_queue": 1, "max_pending_bytes": 10_000}
     options["queue_timeout"] = 30.0
     return Admission(inner, metrics=metrics, routes=[], **{**options, **bounds})
 

@@ -255,7 +255,7 @@ def test_nan_is_missing_only_where_the_schema_allows(client: TestClient) -> None
 
 
 def test_classification_outputs_are_refused(client: TestClient) -> None:
-    body = {
+    body: dict[str, Any] = {
         "inputs": tensors([schema.EXAMPLE]),
         "outputs": [{"name": "predicted_event", "parameters": {"classification": 2}}],
     }
@@ -273,6 +273,7 @@ def test_the_column_path_answers_byte_for_byte_what_the_row_path_does(
     """Valid full-model tensors are checked and scored as columns; the answer is the
     per-row path's, byte for byte, and so are the instances the prediction log gets."""
     from treesurv.monitoring.prediction_log.lines import encode_instances
+    from treesurv.monitoring.service import remember
     from treesurv.serving import scoring
     from treesurv.serving.routes import open_inference as oip
 
@@ -280,7 +281,7 @@ def test_the_column_path_answers_byte_for_byte_what_the_row_path_does(
     body, headers = binary_request(rows, set(schema.FEATURE_NAMES) if as_binary else set())
     taken: list[bool] = []
     logged: list[bytes] = []
-    check, remember = oip.full_model_tensors, scoring.remember
+    check = oip.full_model_tensors  # `remember`: the function scoring calls to log
 
     def spy(columns: dict[str, list[Any]]) -> dict[str, Any] | None:
         found = check(columns)

@@ -10,7 +10,7 @@ import asyncio
 import http.client
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -166,7 +166,7 @@ def test_triton_nan_outside_emf_is_refused(
     from tritonclient.utils import InferenceServerException
 
     broken = rows.head(4).copy()
-    broken.iloc[2, broken.columns.get_loc("AMF")] = np.nan
+    broken.iloc[2, cast(int, broken.columns.get_loc("AMF"))] = np.nan  # a unique column
     with pytest.raises(InferenceServerException) as raised:
         triton_client(server).infer(NAME, triton_inputs(broken, binary_inputs))
     assert raised.value.status() == "400"
@@ -179,7 +179,7 @@ def test_triton_nan_emf_for_an_emf_species_breaks_the_rule(server: str, rows: pd
     from tritonclient.utils import InferenceServerException
 
     oaks = rows[rows["Species"].astype(str).str.startswith("Quercus")].head(3).copy()
-    oaks.iloc[1, oaks.columns.get_loc("EMF")] = np.nan
+    oaks.iloc[1, cast(int, oaks.columns.get_loc("EMF"))] = np.nan
     with pytest.raises(InferenceServerException) as raised:
         triton_client(server).infer(NAME, triton_inputs(oaks, True))
     assert raised.value.status() == "400"

@@ -107,9 +107,9 @@ def test_opentelemetry_hook_is_a_setting(tmp_path: Path) -> None:
 
     # The config FastAPI keeps is private; it is the one thing this setting changes.
     off = create_app(Settings(model_dir=tmp_path, watch_interval=0))
-    assert not any(off._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
+    assert not any(off._telemetry[s] for s in ("tracing", "metrics", "logs"))
     on = create_app(Settings(model_dir=tmp_path, watch_interval=0, opentelemetry=True))
-    assert all(on._telemetry[s] for s in ("tracing", "metrics", "logs"))  # type: ignore[attr-defined]
+    assert all(on._telemetry[s] for s in ("tracing", "metrics", "logs"))
 
 
 def test_a_batch_fills_the_histogram_as_one_observation_per_value_does() -> None:

@@ -37,7 +37,7 @@ def models(bundle_four: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def four(make_client: Callable[..., Any], bundle_four: Path) -> TestClient:
-    return make_client(bundle_four)  # type: ignore[no-any-return]
+    return make_client(bundle_four)
 
 
 def post(client: TestClient, path: str, body: Any, status: int = 200) -> Any:
@@ -306,7 +306,7 @@ def test_a_reload_swaps_all_four_models_together(
     place(bundle_four, model_dir)
     r = client.post("/v1/admin/reload", headers={"X-API-Key": API_KEY})
     assert r.status_code == 200 and r.json()["model_version"] == "3.0.0"
-    served = client.app.state.model.current  # type: ignore[attr-defined]
+    served = client.app.state.model.current
     assert set(served.survival) == {"full", "planning"} and served.classifier("planning")
     body = post(client, "/v1/survival", {"instances": [DESIGN_EXAMPLE], "horizons": [30]})
     assert body["model"] == "planning" and body["model_version"] == "3.0.0"

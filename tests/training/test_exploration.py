@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -235,7 +236,7 @@ def test_report_is_deterministic_and_its_page_shows_every_sentence(
         assert re.search(r"\d", s["sentence"]), s["id"]  # every sentence carries numbers
         figure = f'<img src="{s["figure"]}"'
         assert figure in page
-        assert f"<figcaption>{ex.html.escape(s['sentence'])}</figcaption>" in page
+        assert f"<figcaption>{html.escape(s['sentence'])}</figcaption>" in page
     assert "<script" not in page
     series = ex.dvc_plots(report)
     assert set(series) == {

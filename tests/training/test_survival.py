@@ -3,7 +3,7 @@ plot as a site (tiny searches on the in-memory study)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -91,6 +91,7 @@ def test_survival_training_with_the_site(model_study: pd.DataFrame) -> None:
     assert cv["concordance"] != cv["concordance_without_plot"]
     # Rows without a study plot are trained on as a typical site, and said so.
     odd = frame.astype({schema.SITE.name: object})
-    odd.iloc[:3, odd.columns.get_loc(schema.SITE.name)] = [None, 19, 2.5]
+    site = cast(int, odd.columns.get_loc(schema.SITE.name))  # a unique column: its position
+    odd.iloc[:3, site] = [None, 19, 2.5]
     train_survival(odd, _parsed(params), said.append)
     assert "3 training row(s) have no plot of the study" in " ".join(said)
