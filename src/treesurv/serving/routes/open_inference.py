@@ -705,8 +705,10 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         except ProtocolError:
             # The protocol's order: a malformed body is a 400 whatever the model's name,
             # so the body is parsed before the 404 or 503 is answered.
-            args = (head, framed, max_batch)
-            _ = _parsed(*args) if inline else await run_in_threadpool(_parsed, *args)
+            if inline:
+                _parsed(head, framed, max_batch)
+            else:
+                await run_in_threadpool(_parsed, head, framed, max_batch)
             raise
         read_args = (head, data, framed, max_batch, served)
         read = _read(*read_args) if inline else await run_in_threadpool(_read, *read_args)
