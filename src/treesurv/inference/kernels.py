@@ -13,7 +13,11 @@ the walks of six rows are interleaved. Which way a row goes is as good as random
 the CPU's branch predictor, so a batch walk with branches spends most of its time
 undoing mispredictions; six independent branch-free walks keep the CPU busy
 instead: about 4-5x the rows per second of a branching walk on the study's forest,
-the same sums bit for bit.
+the same sums bit for bit. What bounds it is the latency of each walk's chain of
+dependent loads (node, then its feature's value, then the child), not their number:
+a complete-tree layout with children found by arithmetic (three loads a step instead
+of six) measured about 1.4x slower, and choosing the child with a mask instead of a
+multiply about 7% slower.
 """
 
 from __future__ import annotations
