@@ -147,3 +147,27 @@ def test_the_service_starts_without_importing_numba() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_compiling_the_kernels_leaves_the_process_streams_alone() -> None:
+    """Numba colours its error messages with colorama, which reassigns sys.stdout and
+    sys.stderr, even for the errors it raises and catches while compiling; from the
+    service's compile thread that races the main thread (it closed a CLI test's
+    captured output). treesurv turns the colouring off before Numba is imported."""
+    code = (
+        "import os, colorama, colorama.initialise as ci\n"
+        "os.environ.pop('NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING', None)\n"
+        "calls = []\n"
+        "colorama.init = ci.init = lambda *a, **k: calls.append(1)\n"
+        "from treesurv.inference import kernels  # before Numba, as in the service\n"
+        "import numpy as np\n"
+        "from numba import njit\n"
+        "fresh = njit(kernels.sum_one.py_func)  # compiled here, not taken from a cache\n"
+        "z = np.zeros(3)\n"
+        "fresh(z, np.zeros(3, np.uint8), z, np.zeros(3, np.int8), z, np.zeros(3, np.bool_),\n"
+        "      np.zeros(1, np.uint32))\n"
+        "assert fresh.signatures, 'the kernel did not compile'\n"
+        "assert not calls, f'colorama.init ran {len(calls)} times while compiling'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
