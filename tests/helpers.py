@@ -427,6 +427,15 @@ EXPLORE_SECTIONS = [
 ]
 
 
+def run_fresh_python(code: str, timeout: float = 120) -> None:
+    """Run `code` in a new interpreter (what a process imports or changes at start is
+    seen there, not in this test process); fails with its stderr if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """`frame.to_dict("records")`, typed with the str keys the frames here have
     (pandas-stubs type a record's keys as Hashable, whatever the columns)."""

@@ -4,8 +4,6 @@ answers exactly while its kernels compile in the background."""
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import build_four_model_bundle, classifier_zoo, instances
+from tests.helpers import build_four_model_bundle, classifier_zoo, instances, run_fresh_python
 from treesurv.core import schema
 from treesurv.core.encoding import encode, fit_encoder
 from treesurv.inference import predictor
@@ -145,8 +143,7 @@ def test_the_service_starts_without_importing_numba() -> None:
         "import treesurv.serving.app, treesurv.serving.state, treesurv.inference.predictor\n"
         "assert 'numba' not in sys.modules, sorted(m for m in sys.modules if 'numba' in m)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_fresh_python(code, timeout=60)
 
 
 def test_compiling_the_kernels_leaves_the_process_streams_alone() -> None:
@@ -169,5 +166,4 @@ def test_compiling_the_kernels_leaves_the_process_streams_alone() -> None:
         "assert fresh.signatures, 'the kernel did not compile'\n"
         "assert not calls, f'colorama.init ran {len(calls)} times while compiling'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_fresh_python(code)

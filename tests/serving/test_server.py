@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import BIN, free_port, instances, request, running, wait_for_workers
+from tests.helpers import (
+    BIN,
+    free_port,
+    instances,
+    request,
+    run_fresh_python,
+    running,
+    wait_for_workers,
+)
 from treesurv.core import schema
 from treesurv.inference.bundle import load_verified
 
@@ -95,5 +101,4 @@ def test_serving_never_imports_scikit_learn(bundle_dir: Path) -> None:
         "             or m.startswith(('treesurv.training', 'treesurv.lifecycle')))\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_fresh_python(code)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import synthetic_raw
+from tests.helpers import run_fresh_python, synthetic_raw
 from treesurv.core import files, schema
 from treesurv.core.validation import PLANNING_SCORING, validate
 from treesurv.inference import batch
@@ -212,8 +210,7 @@ def test_start_up_imports_no_pandas(bundle_four: Path) -> None:
         "bad = sorted(m for m in ('pandas', 'pyarrow', 'openpyxl') if m in sys.modules)\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_fresh_python(code)
 
 
 def test_the_dask_engine_leaves_workbooks_to_the_local_one(tmp_path: Path) -> None:
