@@ -132,12 +132,12 @@ CODES: dict[str, dict[str, int]] = {
 N_CELLS = len(schema.SPECIES) * len(schema.SOIL_SOURCES)
 
 
-def _codes(values: Sequence[Any] | np.ndarray | Coded, feature: str) -> np.ndarray:
+def category_codes(values: Sequence[Any] | np.ndarray | Coded, feature: str) -> np.ndarray:
+    """A categorical column's codes (`CODES`); ValueError names an unknown category."""
     if isinstance(values, Coded):
         return values.codes
-    index = CODES[feature]
     try:
-        return np.fromiter((index[v] for v in values), dtype=np.intp, count=len(values))
+        return np.array(list(map(CODES[feature].__getitem__, values)), dtype=np.intp)
     except KeyError as exc:
         raise ValueError(
             f"{feature}: unknown category {exc.args[0]!r}; "
@@ -148,7 +148,9 @@ def _codes(values: Sequence[Any] | np.ndarray | Coded, feature: str) -> np.ndarr
 def cell_index(
     species: Sequence[Any] | np.ndarray | Coded, soil: Sequence[Any] | np.ndarray | Coded
 ) -> np.ndarray:
-    return _codes(species, "Species") * len(schema.SOIL_SOURCES) + _codes(soil, "Soil")
+    return category_codes(species, "Species") * len(schema.SOIL_SOURCES) + category_codes(
+        soil, "Soil"
+    )
 
 
 def fit_encoder(
@@ -220,7 +222,7 @@ def encode(params: EncoderParams, columns: Columns) -> np.ndarray:
     for name in params.categorical:
         k = len(schema.FEATURES_BY_NAME[name].categories)
         onehot = np.zeros((n, k))
-        onehot[np.arange(n), _codes(_categories(columns[name]), name)] = 1.0
+        onehot[np.arange(n), category_codes(_categories(columns[name]), name)] = 1.0
         blocks.append(onehot)
     numeric = np.empty((n, len(params.numeric)))
     for j, name in enumerate(params.numeric):

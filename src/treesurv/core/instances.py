@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from treesurv.core import schema
-from treesurv.core.encoding import CODES, Coded
+from treesurv.core.encoding import CODES, Coded, category_codes
 
 NUMBER_TYPES = frozenset({int, float})
 
@@ -57,13 +57,11 @@ Column = Sequence[Any] | np.ndarray | Coded  # what `checked_columns` takes
 def _codes(values: Column, name: str) -> np.ndarray | None:
     """Category codes, or None if a value is not one of the feature's categories (a
     `Coded` column holds them already: a binary tensor read straight into codes)."""
-    if isinstance(values, Coded):
-        return values.codes
     if isinstance(values, np.ndarray):
         return None  # numbers
     try:
-        return np.array(list(map(CODES[name].__getitem__, values)), dtype=np.int64)
-    except (KeyError, TypeError):  # unknown (or unhashable) value
+        return category_codes(values, name)
+    except (ValueError, TypeError):  # unknown (or unhashable) value
         return None
 
 
